@@ -1,0 +1,3 @@
+"""sidrec: generative recommendation with Semantic IDs."""
+
+__version__ = "0.1.0"

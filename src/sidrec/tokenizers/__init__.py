@@ -1,0 +1,5 @@
+"""Item tokenizers: `ItemEmbeddings` -> `SemanticIDs`."""
+
+from sidrec.tokenizers.semantic_ids import SemanticIDs
+
+__all__ = ["SemanticIDs"]
