@@ -1,5 +1,31 @@
-"""Item encoders: every catalogue becomes an `ItemEmbeddings` artifact."""
+"""Item encoders: every catalogue becomes an `ItemEmbeddings` artifact.
 
+Model libraries (sentence-transformers, transformers, EfficientNet) are imported only when an
+encoder first needs its model, so importing this package stays cheap.
+"""
+
+from sidrec.features.base import ENCODERS, ItemEncoder, build_encoder, register_encoder
+from sidrec.features.card import CardEncoder, CardLayout, nearest_neighbours, render_units, write_units
 from sidrec.features.embeddings import ItemEmbeddings
+from sidrec.features.fusion import FusionEncoder, fuse
+from sidrec.features.image import ImageEncoder, load_backend
+from sidrec.features.text import TextEncoder, render_texts
 
-__all__ = ["ItemEmbeddings"]
+__all__ = [
+    "ENCODERS",
+    "CardEncoder",
+    "CardLayout",
+    "FusionEncoder",
+    "ImageEncoder",
+    "ItemEmbeddings",
+    "ItemEncoder",
+    "TextEncoder",
+    "build_encoder",
+    "fuse",
+    "load_backend",
+    "nearest_neighbours",
+    "register_encoder",
+    "render_texts",
+    "render_units",
+    "write_units",
+]
