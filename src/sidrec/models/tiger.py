@@ -1,0 +1,486 @@
+"""TIGER generator: a T5 encoder-decoder that reads the semantic IDs of a user's last items and
+writes the semantic ID of the next one (Rajput et al., NeurIPS 2023).
+
+The architecture is exactly T5 v1.0 (RMSNorm pre-norm, bucketed relative position bias shared by
+the layers of a stack, ReLU feed-forward, no biases, one shared vocabulary tied to the output
+layer, decoder output scaled by d_model^-0.5), so `to_hf()` exports the weights 1:1 into
+`transformers.T5ForConditionalGeneration`. Decoding is ours: `start` runs the encoder once per user
+and projects the cross-attention keys/values once per user; `step` advances any number of beams
+per user against those shared keys/values (see `sidrec.decoding.beam_search`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sidrec.decoding.beam_search import constrained_beam_search
+from sidrec.decoding.trie import SIDTrie
+from sidrec.io import ArtifactError, load_tensors, read_json, save_tensors, write_json
+from sidrec.tokenizers.semantic_ids import SemanticIDs
+
+PAD, EOS = 0, 1  # reserved token ids of SemanticIDs; PAD doubles as T5's decoder start token
+DEFAULT_BEAM_WIDTH = 20
+
+PRESETS: dict[str, dict] = {
+    # TIGER paper: 4+4 layers, d_model 128, 6 heads of 64, d_ff 1024, dropout 0.1.
+    "paper": dict(n_encoder_layers=4, n_decoder_layers=4, d_model=128, n_heads=6, d_kv=64, d_ff=1024, dropout=0.1),
+    # Small enough to train in minutes on a laptop CPU.
+    "small": dict(n_encoder_layers=2, n_decoder_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=256, dropout=0.1),
+}
+
+
+@dataclass
+class TigerConfig:
+    """Network shape (vocabulary and code length come from the `SemanticIDs`)."""
+
+    n_encoder_layers: int = 4
+    n_decoder_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 6
+    d_kv: int = 64
+    d_ff: int = 1024
+    dropout: float = 0.1
+    max_history: int = 20
+    rel_buckets: int = 32
+    rel_max_distance: int = 128
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "dropout":
+                if not 0.0 <= value < 1.0:
+                    raise ValueError(f"TigerConfig.dropout must be in [0, 1), got {value}")
+            elif value <= 0:
+                raise ValueError(f"TigerConfig.{f.name} must be positive, got {value}")
+
+    @classmethod
+    def preset(cls, name: str = "paper", **overrides) -> "TigerConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown TIGER preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+def relative_position_buckets(rel: torch.Tensor, bidirectional: bool, n_buckets: int, max_distance: int) -> torch.Tensor:
+    """T5's bucketing of `rel = key position - query position`: exact for small distances,
+    logarithmic up to `max_distance`, one bucket beyond; the decoder sees only the past."""
+    if bidirectional:
+        n_buckets //= 2
+        offset = (rel > 0).long() * n_buckets
+        dist = rel.abs()
+    else:
+        offset = torch.zeros_like(rel)
+        dist = (-rel).clamp(min=0)
+    n_exact = n_buckets // 2
+    log_ratio = torch.log(dist.clamp(min=1).float() / n_exact) / math.log(max_distance / n_exact)
+    far = (n_exact + (log_ratio * (n_buckets - n_exact)).long()).clamp(max=n_buckets - 1)
+    return offset + torch.where(dist < n_exact, dist, far)
+
+
+def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool key mask `[B, S]` -> additive `[B, 1, 1, S]` (0 keep, dtype min drop, as HF does)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)[:, None, None, :]
+
+
+class _Attention(nn.Module):
+    def __init__(self, cfg: TigerConfig):
+        super().__init__()
+        inner = cfg.n_heads * cfg.d_kv
+        self.n_heads, self.d_kv = cfg.n_heads, cfg.d_kv
+        self.q = nn.Linear(cfg.d_model, inner, bias=False)
+        self.k = nn.Linear(cfg.d_model, inner, bias=False)
+        self.v = nn.Linear(cfg.d_model, inner, bias=False)
+        self.o = nn.Linear(inner, cfg.d_model, bias=False)
+
+    def heads(self, x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+        """`[..., T, d_model]` -> `[..., H, T, d_kv]`."""
+        return proj(x).unflatten(-1, (self.n_heads, self.d_kv)).transpose(-2, -3)
+
+    def merge(self, y: torch.Tensor) -> torch.Tensor:
+        """`[..., H, T, d_kv]` -> output projection `[..., T, d_model]`."""
+        return self.o(y.transpose(-2, -3).flatten(-2))
+
+
+class _FeedForward(nn.Module):
+    def __init__(self, cfg: TigerConfig):
+        super().__init__()
+        self.wi = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.wo = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        self.p = cfg.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wo(F.dropout(F.relu(self.wi(x)), self.p, self.training))
+
+
+class _EncoderLayer(nn.Module):
+    def __init__(self, cfg: TigerConfig):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = _Attention(cfg)
+        self.norm2 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.ff = _FeedForward(cfg)
+        self.p = cfg.dropout
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        a = F.scaled_dot_product_attention(
+            self.attn.heads(h, self.attn.q), self.attn.heads(h, self.attn.k), self.attn.heads(h, self.attn.v),
+            attn_mask=bias, dropout_p=self.p if self.training else 0.0, scale=1.0,
+        )
+        x = x + F.dropout(self.attn.merge(a), self.p, self.training)
+        return x + F.dropout(self.ff(self.norm2(x)), self.p, self.training)
+
+
+class _DecoderLayer(nn.Module):
+    def __init__(self, cfg: TigerConfig):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.self_attn = _Attention(cfg)
+        self.norm2 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.cross_attn = _Attention(cfg)
+        self.norm3 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.ff = _FeedForward(cfg)
+        self.p = cfg.dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        self_bias: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+        mem_k: torch.Tensor,
+        mem_v: torch.Tensor,
+        mem_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """`x [B, w, T, d]`: w beams (or 1 sequence) of T new tokens per user; `past` holds the
+        beams' self-attention keys/values `[B, w, H, t, d_kv]`; `mem_k/mem_v [B, H, S, d_kv]` are
+        the user's encoder keys/values, attended by all of its beams without being copied."""
+        drop = self.p if self.training else 0.0
+        h = self.norm1(x)
+        q, k, v = (self.self_attn.heads(h, p) for p in (self.self_attn.q, self.self_attn.k, self.self_attn.v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=-2), torch.cat([past[1], v], dim=-2)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=self_bias, dropout_p=drop, scale=1.0)
+        x = x + F.dropout(self.self_attn.merge(a), self.p, self.training)
+
+        B, w, T, _ = x.shape
+        q = self.cross_attn.heads(self.norm2(x), self.cross_attn.q)  # [B, w, H, T, dk]
+        q = q.transpose(1, 2).reshape(B, q.shape[2], w * T, q.shape[-1])  # every beam's queries, one user
+        a = F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=mem_mask, dropout_p=drop, scale=1.0)
+        a = a.unflatten(2, (w, T)).transpose(1, 2)
+        x = x + F.dropout(self.cross_attn.merge(a), self.p, self.training)
+        return x + F.dropout(self.ff(self.norm3(x)), self.p, self.training), (k, v)
+
+
+class TigerDecodeState:
+    """What incremental decoding keeps per user: encoder keys/values per decoder layer (projected
+    once) and each beam's self-attention keys/values, reordered when beams are re-ranked."""
+
+    def __init__(self, mem_kv: list[tuple[torch.Tensor, torch.Tensor]], mem_mask: torch.Tensor, self_bias: torch.Tensor):
+        self.mem_kv = mem_kv
+        self.mem_mask = mem_mask
+        self.self_bias = self_bias
+        self.past: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(mem_kv)
+        self.length = 0
+
+    def reorder(self, parents: torch.Tensor) -> None:
+        """Beam j of user b continues beam `parents[b, j]` of the previous step."""
+        users = torch.arange(parents.shape[0], device=parents.device)[:, None]
+        self.past = [(k[users, parents], v[users, parents]) for k, v in self.past]
+
+
+class TIGER(nn.Module):
+    """Generative recommender over semantic IDs; `recommend` runs trie-constrained beam search."""
+
+    def __init__(self, sids: SemanticIDs, config: TigerConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or TigerConfig()
+        self.sids = sids
+        self.trie = SIDTrie.from_semantic_ids(sids)  # raises if two items share a code
+        self.register_buffer("item_tokens", sids.tokens(), persistent=False)
+        self.embed = nn.Embedding(sids.vocab_size, cfg.d_model)
+        self.enc_rel_bias = nn.Embedding(cfg.rel_buckets, cfg.n_heads)
+        self.dec_rel_bias = nn.Embedding(cfg.rel_buckets, cfg.n_heads)
+        self.encoder = nn.ModuleList(_EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
+        self.enc_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.decoder = nn.ModuleList(_DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
+        self.dec_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """T5's initialisation (unit-variance embeddings, fan-in scaled projections)."""
+        cfg = self.config
+        inner = cfg.n_heads * cfg.d_kv
+        nn.init.normal_(self.embed.weight, std=1.0)
+        for table in (self.enc_rel_bias, self.dec_rel_bias):
+            nn.init.normal_(table.weight, std=cfg.d_model**-0.5)
+        for module in self.modules():
+            if isinstance(module, _Attention):
+                nn.init.normal_(module.q.weight, std=(cfg.d_model * cfg.d_kv) ** -0.5)
+                nn.init.normal_(module.k.weight, std=cfg.d_model**-0.5)
+                nn.init.normal_(module.v.weight, std=cfg.d_model**-0.5)
+                nn.init.normal_(module.o.weight, std=inner**-0.5)
+            elif isinstance(module, _FeedForward):
+                nn.init.normal_(module.wi.weight, std=cfg.d_model**-0.5)
+                nn.init.normal_(module.wo.weight, std=cfg.d_ff**-0.5)
+
+    @property
+    def n_items(self) -> int:
+        return self.sids.n_items
+
+    @property
+    def n_levels(self) -> int:
+        return self.sids.n_levels
+
+    # ----- inputs -------------------------------------------------------------------------
+    def encoder_inputs(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Histories `[B, L]` (dense item ids, oldest first, right-padded with -1) -> SID tokens of
+        each user's last `max_history` items, flattened, left-aligned: `(input_ids, bool mask)`."""
+        histories = torch.as_tensor(histories, dtype=torch.long, device=self.item_tokens.device)
+        if histories.ndim != 2:
+            raise ValueError(f"histories must be a [batch, length] LongTensor, got shape {tuple(histories.shape)}")
+        lengths = (histories >= 0).sum(1)
+        if (lengths == 0).any():
+            raise ValueError(f"histories row {int((lengths == 0).nonzero()[0])} is empty; TIGER needs at least one item")
+        m = min(self.config.max_history, histories.shape[1])
+        first = (lengths - m).clamp(min=0)
+        pos = first[:, None] + torch.arange(m, device=histories.device)
+        window = histories.gather(1, pos.clamp(max=histories.shape[1] - 1))
+        window = window.masked_fill(pos >= lengths[:, None], -1)
+        return history_tokens(self.item_tokens, window)
+
+    # ----- network ------------------------------------------------------------------------
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        x = F.dropout(self.embed(input_ids), cfg.dropout, self.training)
+        pos = torch.arange(x.shape[1], device=x.device)
+        buckets = relative_position_buckets(pos[None, :] - pos[:, None], True, cfg.rel_buckets, cfg.rel_max_distance)
+        bias = self.enc_rel_bias(buckets).permute(2, 0, 1)[None] + _additive_mask(attention_mask, x.dtype)
+        for layer in self.encoder:
+            x = layer(x, bias)
+        return F.dropout(self.enc_norm(x), cfg.dropout, self.training)
+
+    def _decoder_bias(self, length: int, device: torch.device) -> torch.Tensor:
+        """Causal relative-position bias `[H, T, T]` of the decoder's self-attention."""
+        cfg = self.config
+        pos = torch.arange(length, device=device)
+        rel = pos[None, :] - pos[:, None]
+        bias = self.dec_rel_bias(relative_position_buckets(rel, False, cfg.rel_buckets, cfg.rel_max_distance))
+        bias = bias.permute(2, 0, 1)
+        return bias.masked_fill(rel > 0, torch.finfo(bias.dtype).min)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.dropout(self.dec_norm(x), self.config.dropout, self.training) * self.config.d_model**-0.5
+        return h @ self.embed.weight.T
+
+    def _memory(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        mem = self.encode(input_ids, attention_mask)
+        kv = [(layer.cross_attn.heads(mem, layer.cross_attn.k), layer.cross_attn.heads(mem, layer.cross_attn.v)) for layer in self.decoder]
+        return kv, _additive_mask(attention_mask, mem.dtype)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits `[B, T, vocab]` for decoder inputs `[B, T]` (start token = PAD)."""
+        mem_kv, mem_mask = self._memory(input_ids, attention_mask)
+        x = F.dropout(self.embed(decoder_input_ids), self.config.dropout, self.training)[:, None]
+        bias = self._decoder_bias(decoder_input_ids.shape[1], x.device)
+        for layer, (k, v) in zip(self.decoder, mem_kv):
+            x, _ = layer(x, bias, None, k, v, mem_mask)
+        return self._logits(x[:, 0])
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed cross-entropy over target tokens (next item's SID + eos) and their count."""
+        labels = batch["labels"]
+        start = torch.full_like(labels[:, :1], PAD)
+        logits = self(batch["input_ids"], batch["attention_mask"], torch.cat([start, labels[:, :-1]], 1))
+        loss_sum = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum")
+        return loss_sum, torch.tensor(labels.numel(), device=labels.device)
+
+    # ----- incremental decoding (the interface sidrec.decoding uses) ----------------------
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TigerDecodeState:
+        """Encode each user once and project its cross-attention keys/values once."""
+        mem_kv, mem_mask = self._memory(input_ids, attention_mask)
+        return TigerDecodeState(mem_kv, mem_mask, self._decoder_bias(self.n_levels + 1, input_ids.device))
+
+    def step(self, state: TigerDecodeState, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per beam (`[B, w]`, PAD first) -> next-token log-probs `[B, w, vocab]`."""
+        t = state.length
+        if t > self.n_levels:
+            raise ValueError(f"decoded {t} tokens already; a TIGER target has only {self.n_levels} + eos")
+        x = self.embed(tokens)[:, :, None]
+        bias = state.self_bias[:, t : t + 1, : t + 1]
+        for i, (layer, (k, v)) in enumerate(zip(self.decoder, state.mem_kv)):
+            x, state.past[i] = layer(x, bias, state.past[i], k, v, state.mem_mask)
+        state.length = t + 1
+        return torch.log_softmax(self._logits(x[:, :, 0]), dim=-1)
+
+    @torch.no_grad()
+    def recommend(
+        self, histories: torch.Tensor, k: int, *, beam_width: int | None = None, batch_size: int = 256
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k items `[B, k]` and their log-probabilities (SID tokens + eos), best first."""
+        width = beam_width if beam_width is not None else max(k, DEFAULT_BEAM_WIDTH)
+        was_training = self.training
+        self.eval()
+        self.trie.to(self.item_tokens.device)
+        try:
+            out = [
+                constrained_beam_search(self, *self.encoder_inputs(chunk), self.trie, beam_width=width, k=k)
+                for chunk in torch.as_tensor(histories).split(batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+    # ----- persistence --------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        self.sids.save(directory / "sids.safetensors")
+        save_tensors(directory / "model.safetensors", self.state_dict())
+        write_json(directory / "config.json", {"model": "tiger", "config": asdict(self.config)})
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TIGER":
+        directory = Path(directory)
+        meta = read_json(directory / "config.json")
+        if meta.get("model") != "tiger":
+            raise ArtifactError(f"{directory / 'config.json'}: field 'model' is {meta.get('model')!r}, expected 'tiger'")
+        try:
+            config = TigerConfig(**meta["config"])
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"{directory / 'config.json'}: invalid 'config' field ({exc})") from exc
+        model = cls(SemanticIDs.load(directory / "sids.safetensors"), config)
+        try:
+            model.load_state_dict(load_tensors(directory / "model.safetensors"))
+        except RuntimeError as exc:
+            raise ArtifactError(f"{directory / 'model.safetensors'}: weights do not match config.json ({exc})") from exc
+        return model
+
+    # ----- Hugging Face export ------------------------------------------------------------
+    def to_hf(self):
+        """The same network as `transformers.T5ForConditionalGeneration` (weights copied)."""
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        cfg = self.config
+        hf = T5ForConditionalGeneration(
+            T5Config(
+                vocab_size=self.sids.vocab_size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
+                num_layers=cfg.n_encoder_layers, num_decoder_layers=cfg.n_decoder_layers, num_heads=cfg.n_heads,
+                relative_attention_num_buckets=cfg.rel_buckets, relative_attention_max_distance=cfg.rel_max_distance,
+                dropout_rate=cfg.dropout, layer_norm_epsilon=cfg.norm_eps, feed_forward_proj="relu",
+                pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD,
+            )
+        )
+        missing, unexpected = hf.load_state_dict(self._hf_state_dict(), strict=False)
+        untied = [m for m in missing if not m.endswith(("embed_tokens.weight", "lm_head.weight"))]
+        if untied or unexpected:
+            raise RuntimeError(f"HF export mismatch: missing {untied}, unexpected {unexpected}")
+        hf.tie_weights()
+        return hf.eval()
+
+    def _hf_state_dict(self) -> dict[str, torch.Tensor]:
+        sd = {
+            "shared.weight": self.embed.weight,
+            "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": self.enc_rel_bias.weight,
+            "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": self.dec_rel_bias.weight,
+            "encoder.final_layer_norm.weight": self.enc_norm.weight,
+            "decoder.final_layer_norm.weight": self.dec_norm.weight,
+        }
+
+        def attention(prefix: str, attn: _Attention) -> None:
+            for name in "qkvo":
+                sd[f"{prefix}.{name}.weight"] = getattr(attn, name).weight
+
+        for i, layer in enumerate(self.encoder):
+            p = f"encoder.block.{i}.layer"
+            attention(f"{p}.0.SelfAttention", layer.attn)
+            sd[f"{p}.0.layer_norm.weight"], sd[f"{p}.1.layer_norm.weight"] = layer.norm1.weight, layer.norm2.weight
+            sd[f"{p}.1.DenseReluDense.wi.weight"], sd[f"{p}.1.DenseReluDense.wo.weight"] = layer.ff.wi.weight, layer.ff.wo.weight
+        for i, layer in enumerate(self.decoder):
+            p = f"decoder.block.{i}.layer"
+            attention(f"{p}.0.SelfAttention", layer.self_attn)
+            attention(f"{p}.1.EncDecAttention", layer.cross_attn)
+            for j, norm in enumerate((layer.norm1, layer.norm2, layer.norm3)):
+                sd[f"{p}.{j}.layer_norm.weight"] = norm.weight
+            sd[f"{p}.2.DenseReluDense.wi.weight"], sd[f"{p}.2.DenseReluDense.wo.weight"] = layer.ff.wi.weight, layer.ff.wo.weight
+        return {k: v.detach().clone() for k, v in sd.items()}
+
+
+def history_tokens(item_tokens: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-aligned item windows `[B, M]` (-1 = none) -> flattened SID tokens `[B, S]` and bool
+    mask, trimmed to the longest row (S <= M * n_levels)."""
+    n_levels = item_tokens.shape[1]
+    valid = window >= 0
+    ids = item_tokens[window.clamp(min=0)].flatten(1)
+    mask = valid.repeat_interleave(n_levels, dim=1)
+    width = max(int(mask.sum(1).max()), 1)
+    return ids.masked_fill(~mask, PAD)[:, :width], mask[:, :width]
+
+
+def _as_csr(sequences, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """list of item-index lists, or a `(indptr, indices)` pair -> long CSR tensors (validated)."""
+    if isinstance(sequences, tuple) and len(sequences) == 2:
+        indptr, indices = (torch.as_tensor(a, dtype=torch.long) for a in sequences)
+    else:
+        lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+        indptr = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+        indices = torch.tensor([i for s in sequences for i in s], dtype=torch.long)
+    if indptr.ndim != 1 or indptr[0] != 0 or indptr[-1] != indices.numel() or (indptr.diff() < 0).any():
+        raise ValueError("sequences: indptr must start at 0, be non-decreasing and end at len(indices)")
+    if indices.numel() and (indices.min() < 0 or indices.max() >= n_items):
+        raise ValueError(f"sequences: item indices must lie in [0, {n_items}), got [{int(indices.min())}, {int(indices.max())}]")
+    return indptr, indices
+
+
+def tiger_batches(
+    sequences: Sequence[Sequence[int]] | tuple[torch.Tensor, torch.Tensor],
+    item_tokens: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    mode: str = "all_prefixes",
+    max_history: int = 20,
+    shuffle: bool = True,
+) -> Callable[[int, torch.Generator], Iterator[dict[str, torch.Tensor]]]:
+    """Training batches for `TIGER.loss` from users' chronological training sequences.
+
+    Sample = (prefix of a sequence, next item). `all_prefixes` uses every prefix of every
+    sequence each epoch (the paper); `sampled_prefix` draws one prefix per user per epoch. A batch
+    holds `input_ids`/`attention_mask` (SID tokens of the last `max_history` prefix items, same
+    layout as `TIGER.encoder_inputs`) and `labels` (next item's SID tokens + eos).
+    """
+    if mode not in ("all_prefixes", "sampled_prefix"):
+        raise ValueError(f"mode must be 'all_prefixes' or 'sampled_prefix', got {mode!r}")
+    if batch_size <= 0 or max_history <= 0:
+        raise ValueError(f"batch_size and max_history must be positive, got {batch_size}, {max_history}")
+    item_tokens = torch.as_tensor(item_tokens, dtype=torch.long)
+    indptr, indices = _as_csr(sequences, item_tokens.shape[0])
+    lengths = indptr.diff()
+    user_start = indptr[:-1].repeat_interleave(lengths)  # per position: where its user's sequence starts
+    all_targets = (torch.arange(indices.numel()) > user_start).nonzero().flatten()
+    trainable = (lengths >= 2).nonzero().flatten()
+    eos = torch.full((1, 1), EOS, dtype=torch.long)
+    if all_targets.numel() == 0:
+        raise ValueError("sequences: no user has two or more items, so there is nothing to predict")
+
+    def make_batches(epoch: int, generator: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:
+        if mode == "all_prefixes":
+            targets = all_targets
+        else:
+            offsets = (torch.rand(trainable.numel(), generator=generator) * (lengths[trainable] - 1)).long()
+            targets = indptr[trainable] + 1 + offsets
+        if shuffle:
+            targets = targets[torch.randperm(targets.numel(), generator=generator)]
+        for g in targets.split(batch_size):
+            first = torch.maximum(user_start[g], g - max_history)
+            pos = first[:, None] + torch.arange(max_history)
+            window = indices[torch.minimum(pos, g[:, None] - 1)].masked_fill(pos >= g[:, None], -1)
+            input_ids, attention_mask = history_tokens(item_tokens, window)
+            labels = torch.cat([item_tokens[indices[g]], eos.expand(g.numel(), 1)], dim=1)
+            yield {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    return make_batches
