@@ -1,0 +1,121 @@
+"""Layered run configuration: YAML preset -> dotted `--set key=value` overrides -> validated pydantic models.
+
+Stage sections that depend on a chosen algorithm (`model`, `embed`, `tokenize`) are a `name` plus
+options; the algorithm's own registry validates those options, so this file never needs to know
+every model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Section):
+    name: str = Field("ml-100k", description="named dataset (see `sidrec datasets`) or 'custom'")
+    format: Literal["atomic", "movielens", "p5", "lcrec", "amazon2014", "amazon2023", "table"] | None = Field(
+        None, description="reader for a custom dataset")
+    path: str | None = Field(None, description="custom dataset: file or folder of interactions")
+    items_path: str | None = Field(None, description="custom dataset: item metadata file")
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    timestamp_column: str | None = "timestamp"
+    data_dir: str = Field("../shared/data", description="folder holding the amazon-* datasets")
+    min_core: int = Field(0, ge=0, description="iterative k-core filter (0 = off)")
+    remove_repeats: bool = Field(False, description="keep only the first interaction of each user-item pair")
+    cache_dir: str = ".cache/sidrec/datasets"
+
+
+class TrainConfig(Section):
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(256, ge=1, description="global batch (split across processes under torchrun)")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    clip_grad: float | None = Field(1.0, description="max gradient norm (null = off)")
+    seed: int = 42
+    patience: int = Field(10, ge=1, description="epochs without validation NDCG@10 gain before stopping")
+    eval_every: int = Field(1, ge=1, description="validate every N epochs")
+    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps (0 = per epoch only)")
+    max_seconds: float | None = Field(None, description="stop training after this wall time")
+    num_threads: int | None = Field(None, description="torch intra-op threads (null = torch default)")
+    device: str = "cpu"
+    progress: bool = True
+
+
+class EvalConfig(Section):
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    exclude_history: bool = Field(False, description="remove a user's history items from the ranking")
+    batch_size: int = Field(1024, ge=1)
+    max_len: int = Field(50, ge=1, description="history items fed to a model at evaluation")
+    tail_fraction: float = Field(0.8, gt=0, lt=1, description="share of least popular items called 'tail'")
+
+
+class AlgorithmSpec(BaseModel):
+    """`name` + free options, validated later by the named algorithm's own config class."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RunConfig(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: AlgorithmSpec = Field(default_factory=lambda: AlgorithmSpec(name="popularity"))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+class ConfigError(ValueError):
+    """A preset or override is invalid; the message names the file and key."""
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {key!r} is not a section")
+        node[keys[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                model: type[BaseModel] = RunConfig) -> BaseModel:
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{where}{problems}") from exc

@@ -1,0 +1,50 @@
+"""Leave-one-out full-catalogue evaluation of any recommender exposing `recommend(histories, k)`."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from sidrec.config import EvalConfig
+from sidrec.data import Dataset
+from sidrec.evaluation.metrics import coverage, head_tail_recall, ranking_metrics, tail_items
+
+
+class Recommender(Protocol):
+    def recommend(self, histories: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k item indices and scores, best first, for left-aligned -1-padded histories."""
+
+
+def top_k(recommender: Recommender, histories: torch.Tensor, k: int, exclude_history: bool) -> torch.Tensor:
+    """Top-k items; with `exclude_history`, ask for k + history length and drop seen items."""
+    if not exclude_history:
+        return recommender.recommend(histories, k)[0]
+    extra = int((histories >= 0).sum(dim=1).max().item()) if histories.numel() else 0
+    items = recommender.recommend(histories, k + extra)[0]
+    seen = (items[:, :, None] == histories[:, None, :]).any(dim=2)
+    order = torch.sort(seen.to(torch.int8), dim=1, stable=True).indices  # unseen first, rank order kept
+    return torch.gather(items, 1, order)[:, :k]
+
+
+@torch.no_grad()
+def evaluate(recommender: Recommender, dataset: Dataset, part: str, config: EvalConfig | None = None,
+             progress: bool = False) -> dict[str, float]:
+    """Recall/NDCG@ks, coverage@10 and head/tail Recall@10 on the `valid` or `test` targets."""
+    config = config or EvalConfig()
+    start = time.perf_counter()
+    _, histories, targets = dataset.split(part, config.max_len)
+    k = max(max(config.ks), 10)
+    batches = range(0, len(targets), config.batch_size)
+    tops = [top_k(recommender, histories[i:i + config.batch_size], k, config.exclude_history)
+            for i in tqdm(batches, desc=f"evaluate {part}", disable=not progress, leave=False)]
+    top = torch.cat(tops) if tops else torch.empty(0, k, dtype=torch.long)
+    metrics = ranking_metrics(top, targets, config.ks)
+    metrics["coverage@10"] = coverage(top, dataset.n_items, 10)
+    metrics.update(head_tail_recall(top, targets, tail_items(dataset.item_popularity(), config.tail_fraction)))
+    metrics["users"] = len(targets)
+    metrics["exclude_history"] = config.exclude_history
+    metrics["seconds"] = round(time.perf_counter() - start, 3)
+    return metrics

@@ -1,0 +1,7 @@
+"""Recommenders: baselines and generative models, all behind one `Recommender` interface."""
+
+from sidrec.models.base import MODELS, Recommender, build_model
+from sidrec.models.popularity import Popularity
+from sidrec.models.sasrec import SASRec
+
+__all__ = ["MODELS", "Popularity", "Recommender", "SASRec", "build_model"]

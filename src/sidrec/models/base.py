@@ -1,0 +1,98 @@
+"""What every recommender shares: a typed config, a registry, `recommend`, and safetensors save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from sidrec.io import ArtifactError, load_tensors, read_json, save_tensors, write_json
+
+MODELS: dict[str, type["Recommender"]] = {}
+
+
+class ModelOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Recommender(nn.Module):
+    """Base recommender over dense item indices.
+
+    Subclasses set `name` and `Options`, build their layers from `(options, n_items, **context)`,
+    and implement `recommend`. Trainable ones also implement `loss(batch) -> (sum, count)` and
+    `make_batches(...)`; the sum/count form makes distributed averaging exact.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[ModelOptions]] = ModelOptions
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            MODELS[cls.name] = cls
+
+    def __init__(self, options: ModelOptions, n_items: int) -> None:
+        super().__init__()
+        self.options = options
+        self.n_items = n_items
+
+    def recommend(self, histories: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def init_args(self) -> dict:
+        """What `load` needs to rebuild the module before loading its weights."""
+        return {"n_items": self.n_items}
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        save_tensors(directory / "model.safetensors", self.state_dict())
+        write_json(directory / "model.json", {"name": self.name, "options": self.options.model_dump(),
+                                              **self.init_args()})
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Recommender":
+        directory = Path(directory)
+        spec = read_json(directory / "model.json")
+        model_cls = MODELS.get(spec.pop("name", None))
+        if model_cls is None:
+            raise ArtifactError(f"{directory}/model.json: unknown model name")
+        options = model_cls.Options.model_validate(spec.pop("options"))
+        model = model_cls(options, **spec)
+        state = load_tensors(directory / "model.safetensors")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ArtifactError(f"{directory}/model.safetensors does not match model.json ({exc})") from exc
+        return model.eval()
+
+
+def build_model(name: str, options: dict, n_items: int, **context: Any) -> Recommender:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    cls = MODELS[name]
+    try:
+        parsed = cls.Options.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"model.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(problems) from exc
+    return cls(parsed, n_items, **context)
+
+
+def truncate_histories(histories: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Keep each row's most recent `max_len` items (rows are left-aligned, -1 padded)."""
+    if histories.shape[1] <= max_len:
+        return histories
+    lengths = (histories >= 0).sum(dim=1, keepdim=True)
+    index = (lengths - max_len).clamp(min=0) + torch.arange(max_len, device=histories.device)
+    kept = torch.gather(histories, 1, index.clamp(max=histories.shape[1] - 1))
+    return torch.where(index < lengths, kept, torch.full_like(kept, -1))
+
+
+def scores_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of full-catalogue scores, best first."""
+    k = min(k, scores.shape[1])
+    values, items = torch.topk(scores, k, dim=1)
+    return items, values

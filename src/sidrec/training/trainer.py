@@ -1,0 +1,192 @@
+"""One training loop for every trainable model: AdamW, warm-up + schedule, clipping, early stopping,
+atomic checkpoints with exact resume, and data parallelism under `torchrun`.
+
+Models expose `loss(batch) -> (loss_sum, count)`. Each process takes its share of every global
+batch; the loss is divided by the *global* count and gradients are summed across processes, so N
+processes compute exactly the gradient one process computes on the same global batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sidrec.config import TrainConfig
+from sidrec.io import load_tensors, read_json, save_tensors, write_json
+from sidrec.training import distributed as dist
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+MakeBatches = Callable[[int, torch.Generator], Iterable[Batch]]
+Validate = Callable[[nn.Module], dict[str, float]]
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 1.0
+
+
+def _shard(batch: Batch, rank: int, world: int) -> Batch:
+    return {k: v[rank::world] for k, v in batch.items()} if world > 1 else batch
+
+
+class Trainer:
+    """Fits `model` for `config.epochs` epochs, keeping the weights with the best validation metric."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, out_dir: str | Path | None = None,
+                 select_metric: str = "ndcg@10") -> None:
+        self.model = model
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.select_metric = select_metric
+        self.rank, self.world = dist.rank_and_world()
+        decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr)
+        self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "best_epoch": None,
+                      "bad_epochs": 0, "history": [], "samples": 0, "train_seconds": 0.0, "stopped": None}
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.out_dir / "checkpoints" if self.out_dir else None
+
+    def _optimizer_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
+        state = self.optimizer.state_dict()
+        tensors = {f"optim.{i}.{key}": value for i, slots in state["state"].items() for key, value in slots.items()}
+        return tensors, {"param_groups": state["param_groups"]}
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_dir is None or self.rank != 0:
+            return
+        tensors, optim_meta = self._optimizer_tensors()
+        tensors.update({f"model.{k}": v for k, v in self.model.state_dict().items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        save_tensors(self.checkpoint_dir / "last.safetensors", tensors)
+        write_json(self.checkpoint_dir / "last.json", {"trainer": self.state, "optimizer": optim_meta})
+
+    def resume(self) -> bool:
+        """Continue from `checkpoints/last.*` if present; returns whether it did."""
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / "last.json").exists():
+            return False
+        meta = read_json(self.checkpoint_dir / "last.json")
+        tensors = load_tensors(self.checkpoint_dir / "last.safetensors")
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        slots: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                slots.setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict({"state": slots, "param_groups": meta["optimizer"]["param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        self.state = meta["trainer"]
+        log.info("resumed from %s at epoch %d step %d", self.checkpoint_dir, self.state["epoch"],
+                 self.state["step_in_epoch"])
+        return True
+
+    def _save_best(self) -> None:
+        if self.checkpoint_dir is not None and self.rank == 0:
+            save_tensors(self.checkpoint_dir / "best.safetensors", self.model.state_dict())
+        self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    # --- loop ----------------------------------------------------------------------------------
+    def _step(self, batch: Batch, total_steps: int) -> float:
+        config = self.config
+        shard = {k: v.to(config.device) for k, v in _shard(batch, self.rank, self.world).items()}
+        loss_sum, count = self.model.loss(shard)
+        global_count = dist.all_reduce_sum(count.detach().double().reshape(1)).item()
+        loss = loss_sum / max(global_count, 1.0)
+        self.optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        dist.all_reduce_gradients(self.model)
+        if config.clip_grad:
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad)
+        factor = lr_factor(self.state["global_step"], total_steps, config.warmup_steps, config.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * factor
+        self.optimizer.step()
+        self.state["global_step"] += 1
+        return dist.all_reduce_sum(loss.detach().double().reshape(1)).item()
+
+    def fit(self, make_batches: MakeBatches, validate: Validate | None = None, resume: bool = False) -> dict:
+        config = self.config
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        torch.manual_seed(config.seed)
+        self.model.to(config.device)
+        self._best_weights = None
+        if not (resume and self.resume()):
+            self.state["epoch"] = 0
+        elif self.checkpoint_dir is not None and (self.checkpoint_dir / "best.safetensors").exists():
+            self._best_weights = load_tensors(self.checkpoint_dir / "best.safetensors")
+        start = time.perf_counter() - self.state["train_seconds"]
+        while self.state["epoch"] < config.epochs and not self.state["stopped"]:
+            epoch = self.state["epoch"]
+            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            batches = list(make_batches(epoch, generator))
+            total_steps = len(batches) * config.epochs
+            self.model.train()
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                       disable=not config.progress or self.rank != 0, initial=self.state["step_in_epoch"])
+            losses = []
+            epoch_start = time.perf_counter()
+            for index, batch in enumerate(batches):
+                if index < self.state["step_in_epoch"]:
+                    continue  # already done before the resume point
+                losses.append(self._step(batch, total_steps))
+                self.state["step_in_epoch"] = index + 1
+                self.state["samples"] += len(next(iter(batch.values())))
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                if config.checkpoint_every and self.state["global_step"] % config.checkpoint_every == 0:
+                    self.state["train_seconds"] = time.perf_counter() - start
+                    self.save_checkpoint()
+            bar.close()
+            record = {"epoch": epoch + 1, "loss": sum(losses) / max(len(losses), 1),
+                      "seconds": round(time.perf_counter() - epoch_start, 3)}
+            self.state["epoch"] = epoch + 1
+            self.state["step_in_epoch"] = 0
+            if validate is not None and (epoch + 1) % config.eval_every == 0:
+                self.model.eval()
+                metrics = validate(self.model)
+                record["valid"] = metrics
+                value = metrics[self.select_metric]
+                if self.state["best"] is None or value > self.state["best"]:
+                    self.state.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
+                    self._save_best()
+                else:
+                    self.state["bad_epochs"] += 1
+                    if self.state["bad_epochs"] >= config.patience:
+                        self.state["stopped"] = "early stopping"
+            self.state["history"].append(record)
+            if self.rank == 0:
+                log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "valid"} |
+                         ({self.select_metric: record["valid"][self.select_metric]} if "valid" in record else {}))
+            self.state["train_seconds"] = time.perf_counter() - start
+            if config.max_seconds and self.state["train_seconds"] > config.max_seconds and not self.state["stopped"]:
+                self.state["stopped"] = f"time budget {config.max_seconds}s"
+            self.save_checkpoint()
+        if self._best_weights is not None:
+            self.model.load_state_dict(self._best_weights)
+        self.model.eval()
+        seconds = self.state["train_seconds"]
+        return {"epochs": self.state["epoch"], "best_epoch": self.state["best_epoch"],
+                f"best_valid_{self.select_metric}": self.state["best"], "stopped": self.state["stopped"],
+                "train_seconds": round(seconds, 3), "samples_per_second": round(self.state["samples"] / max(seconds, 1e-9), 1),
+                "history": self.state["history"]}
