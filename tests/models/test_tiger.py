@@ -1,0 +1,165 @@
+import json
+
+import pytest
+import torch
+
+from sidrec.models.tiger import TIGER, TigerConfig, relative_position_buckets, tiger_batches
+from sidrec.tokenizers.semantic_ids import SemanticIDs
+
+
+def catalogue(n: int = 40, sizes=(5, 4, 4), seed: int = 0) -> SemanticIDs:
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.unique(torch.stack([torch.randint(0, s, (3 * n,), generator=g) for s in sizes], 1), dim=0)
+    return SemanticIDs(codes[torch.randperm(len(codes), generator=g)][:n], list(sizes))
+
+
+def tiny(sids: SemanticIDs, **overrides) -> TIGER:
+    torch.manual_seed(0)
+    return TIGER(sids, TigerConfig.preset("small", **{"dropout": 0.0, **overrides})).eval()
+
+
+def test_all_prefixes_batches_cover_every_prefix_with_correct_windows():
+    sids = catalogue()
+    seqs = [[3, 1, 4, 1, 5], [9, 2], [7], [6, 5, 3, 5, 8, 9, 7]]
+    make = tiger_batches(seqs, sids.tokens(), batch_size=4, max_history=3)
+    batches = list(make(0, torch.Generator().manual_seed(0)))
+    labels = torch.cat([b["labels"] for b in batches])
+    assert labels.shape == (4 + 1 + 0 + 6, 4)
+    assert (labels[:, -1] == 1).all()
+    tokens = sids.tokens()
+    seen = set()
+    for b in batches:
+        for ids, mask, lab in zip(b["input_ids"], b["attention_mask"], b["labels"]):
+            hist = ids[mask].view(-1, 3)
+            hist_items = [int((tokens == row).all(1).nonzero()) for row in hist]
+            target = int((tokens == lab[:3]).all(1).nonzero())
+            seen.add((tuple(hist_items), target))
+            assert mask.int().diff().le(0).all()  # left-aligned
+    expected = {(tuple(s[max(0, j - 3) : j]), s[j]) for s in seqs for j in range(1, len(s))}
+    assert seen == expected
+
+
+def test_sampled_prefix_draws_one_prefix_per_trainable_user_deterministically():
+    sids = catalogue()
+    seqs = ([3, 1, 4, 1, 5], [9, 2], [7], [6, 5, 3, 5, 8, 9, 7])
+    indptr = torch.tensor([0, 5, 7, 8, 15])
+    indices = torch.tensor([i for s in seqs for i in s])
+    make = tiger_batches((indptr, indices), sids.tokens(), batch_size=2, mode="sampled_prefix")
+    run = lambda seed: [b["labels"] for b in make(0, torch.Generator().manual_seed(seed))]  # noqa: E731
+    first = torch.cat(run(1))
+    assert first.shape[0] == 3  # the one-item user has nothing to predict
+    assert torch.equal(first, torch.cat(run(1)))
+    draws = {tuple(torch.cat(run(s))[:, :3].flatten().tolist()) for s in range(8)}
+    assert len(draws) > 1
+
+
+def test_batch_builder_rejects_bad_input():
+    tokens = catalogue().tokens()
+    with pytest.raises(ValueError, match="mode"):
+        tiger_batches([[1, 2]], tokens, mode="every")
+    with pytest.raises(ValueError, match=r"\[0, 40\)"):
+        tiger_batches([[1, 99]], tokens)
+    with pytest.raises(ValueError, match="nothing to predict"):
+        tiger_batches([[1], [2]], tokens)
+
+
+def test_training_few_steps_learns_a_deterministic_next_item():
+    sids = catalogue(n=12)
+    seqs = [[(u + t) % 12 for t in range(6)] for u in range(12)]  # next item = previous + 1 (mod 12)
+    model = tiny(sids).train()
+    make = tiger_batches(seqs, sids.tokens(), batch_size=64)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for epoch in range(40):
+        for batch in make(epoch, torch.Generator().manual_seed(epoch)):
+            loss_sum, count = model.loss(batch)
+            opt.zero_grad()
+            (loss_sum / count).backward()
+            opt.step()
+            losses.append((loss_sum / count).item())
+    assert losses[-1] < 0.3 * losses[0]
+    hist = torch.tensor([[0, 1, 2], [5, 6, -1]])
+    items, _ = model.recommend(hist, 3, beam_width=5)
+    assert items[:, 0].tolist() == [3, 7]
+    assert model.training  # recommend restores the mode
+
+
+def test_save_load_round_trip_gives_identical_recommendations(tmp_path):
+    model = tiny(catalogue(), n_encoder_layers=1)
+    hist = torch.tensor([[1, 2, 3, 4], [7, -1, -1, -1]])
+    before = model.recommend(hist, 5)
+    model.save(tmp_path)
+    loaded = TIGER.load(tmp_path)
+    assert loaded.config == model.config
+    after = loaded.recommend(hist, 5)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["model"] = "sasrec"
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="'model'"):
+        TIGER.load(tmp_path)
+
+
+def test_recommend_batches_chunks_consistently_and_uses_only_the_last_items():
+    model = tiny(catalogue(), max_history=2)
+    hist = torch.tensor([[1, 2, 3, 4], [9, 9, 3, 4], [5, 6, -1, -1]])
+    items, scores = model.recommend(hist, 4, batch_size=2)
+    alone = model.recommend(hist[2:], 4)
+    assert torch.equal(items[2:], alone[0])
+    assert torch.equal(items[0], items[1])  # same last-2 window -> same recommendations
+    torch.testing.assert_close(scores[0], scores[1])
+    with pytest.raises(ValueError, match="row 1 is empty"):
+        model.recommend(torch.tensor([[1, 2], [-1, -1]]), 3)
+
+
+def test_duplicate_codes_are_refused():
+    sids = SemanticIDs(torch.tensor([[0, 1], [0, 1]]), [2, 2])
+    with pytest.raises(ValueError, match="not unique"):
+        TIGER(sids, TigerConfig.preset("small"))
+
+
+def test_presets_and_config_validation():
+    assert TigerConfig.preset("paper").n_heads == 6 and TigerConfig.preset("paper").d_ff == 1024
+    assert TigerConfig.preset("small", d_model=32).d_model == 32
+    with pytest.raises(ValueError, match="unknown TIGER preset"):
+        TigerConfig.preset("huge")
+    with pytest.raises(ValueError, match="dropout"):
+        TigerConfig(dropout=1.5)
+
+
+def test_relative_buckets_are_exact_near_and_logarithmic_far():
+    rel = torch.arange(-200, 201)
+    b = relative_position_buckets(rel, True, 32, 128)
+    assert b.min() >= 0 and b.max() == 31
+    assert torch.equal(b[200 + torch.arange(8)], torch.tensor([0, *range(17, 24)]))  # 0, then keys after
+    uni = relative_position_buckets(rel, False, 32, 128)
+    assert (uni[rel >= 0] == 0).all() and uni[rel == -200].item() == 31
+    assert (uni[rel <= 0].flip(0).diff() >= 0).all()  # monotone in distance into the past
+
+
+def test_hf_export_has_the_same_logits_and_generate_picks_the_same_items():
+    transformers = pytest.importorskip("transformers")  # noqa: F841
+    sids = catalogue(n=60, sizes=(8, 8, 4))
+    model = tiny(sids)
+    hist = torch.tensor([[1, 2, 3, 4, 5], [7, 8, -1, -1, -1]])
+    ids, mask = model.encoder_inputs(hist)
+    labels = torch.cat([sids.tokens()[:5], torch.ones(5, 1, dtype=torch.long)], 1)
+    dec = torch.cat([torch.zeros(5, 1, dtype=torch.long), labels[:, :-1]], 1)
+    hf = model.to_hf()
+    with torch.no_grad():
+        ours = model(ids[:1].expand(5, -1), mask[:1].expand(5, -1), dec)
+        theirs = hf(input_ids=ids[:1].expand(5, -1), attention_mask=mask[:1].expand(5, -1).long(), decoder_input_ids=dec).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+    allowed: dict[tuple, list] = {}
+    for row in sids.tokens().tolist():
+        for level in range(len(row)):
+            allowed.setdefault(tuple(row[:level]), []).append(row[level])
+        allowed.setdefault(tuple(row), []).append(1)
+    items, _ = model.recommend(hist, 6, beam_width=6)
+    out = hf.generate(
+        input_ids=ids, attention_mask=mask.long(), num_beams=6, num_return_sequences=6, max_new_tokens=4,
+        do_sample=False, prefix_allowed_tokens_fn=lambda b, s: allowed.get(tuple(s[1:].tolist()), [0]),
+    )
+    hf_items = model.trie.lookup(out[:, 1:4] - sids.offsets).view(2, 6)
+    assert torch.equal(hf_items, items)
