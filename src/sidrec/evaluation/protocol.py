@@ -41,6 +41,7 @@ def evaluate(recommender: Recommender, dataset: Dataset, part: str, config: Eval
     tops = [top_k(recommender, histories[i:i + config.batch_size], k, config.exclude_history)
             for i in tqdm(batches, desc=f"evaluate {part}", disable=not progress, leave=False)]
     top = torch.cat(tops) if tops else torch.empty(0, k, dtype=torch.long)
+    top = torch.nn.functional.pad(top, (0, k - top.shape[1]), value=-1)  # catalogues smaller than k
     metrics = ranking_metrics(top, targets, config.ks)
     metrics["coverage@10"] = coverage(top, dataset.n_items, 10)
     metrics.update(head_tail_recall(top, targets, tail_items(dataset.item_popularity(), config.tail_fraction)))

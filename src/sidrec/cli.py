@@ -1,0 +1,156 @@
+"""The `sidrec` command line: one typer app over the pipeline stages."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sidrec import pipeline
+from sidrec.config import ConfigError, RunConfig, load_config
+from sidrec.data import DATASETS, DataFormatError, load_dataset
+from sidrec.evaluation import evaluate
+from sidrec.evaluation.report import results_table
+from sidrec.io import ArtifactError, write_json
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Generative recommendation with Semantic IDs: prepare data, train, evaluate, serve.")
+console = Console()
+PRESETS = Path(__file__).resolve().parents[2] / "configs"
+DEMO_PRESETS = ["popularity", "sasrec"]
+
+SetOption = typer.Option(None, "--set", "-s", help="dotted override, e.g. --set train.lr=1e-3 (repeatable)")
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    """A YAML path, or the name of a preset in configs/ (e.g. `sasrec`)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    preset = PRESETS / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if preset.exists():
+        return preset
+    known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+    raise ConfigError(f"{name_or_path}: no such config file or preset (presets: {known})")
+
+
+def _config(config: Optional[str], overrides: Optional[list[str]]) -> RunConfig:
+    return load_config(resolve_preset(config) if config else None, overrides or [])
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log every epoch")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def datasets(data_dir: str = typer.Option("../shared/data", help="folder with the amazon-* datasets")) -> None:
+    """List the named datasets and whether their files are available here."""
+    table = Table("name", "description", "available")
+    for name, (description, sources) in DATASETS.items():
+        if name == "custom":
+            table.add_row(name, description, "–")
+            continue
+        try:
+            files, _ = sources(RunConfig().data.model_copy(update={"name": name, "data_dir": data_dir}))
+            ok = all(f.exists() for f in files if not f.name.endswith(".item"))
+        except DataFormatError:
+            ok = False
+        table.add_row(name, description, "yes" if ok else "no")
+    console.print(table)
+
+
+@app.command()
+def prepare(config: Optional[str] = typer.Argument(None, help="preset name or YAML file"),
+            data: Optional[str] = typer.Option(None, "--data", help="dataset name (shortcut for --set data.name=..)"),
+            overrides: Optional[list[str]] = SetOption) -> None:
+    """Read, filter, split and cache a dataset; print its statistics."""
+    overrides = (overrides or []) + ([f"data.name={data}"] if data else [])
+    dataset = load_dataset(_config(config, overrides).data)
+    table = Table("statistic", "value", title=f"dataset {dataset.name}")
+    for key, value in dataset.stats().items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+
+
+@app.command()
+def train(config: str = typer.Argument(..., help="preset name or YAML file"),
+          out: Path = typer.Option(..., "--out", help="run directory"),
+          overrides: Optional[list[str]] = SetOption,
+          resume: bool = typer.Option(False, "--resume", help="continue from RUN_DIR/checkpoints/last")) -> None:
+    """Train the configured model (validation selects the epoch); the test split is not read."""
+    cfg = _config(config, overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    pipeline.save_config(cfg, out / "config.yaml")
+    _, summary = pipeline.train(cfg, pipeline.prepare(cfg, out), out, resume=resume)
+    console.print({k: v for k, v in summary.items() if k != "history"})
+
+
+@app.command("evaluate")
+def evaluate_command(run_dir: Path = typer.Argument(..., help="run directory made by `train` or `run`"),
+                     split: str = typer.Option("valid", help="valid or test"),
+                     exclude_history: Optional[bool] = typer.Option(None, help="override eval.exclude_history")) -> None:
+    """Evaluate a trained run on the validation (default) or test split."""
+    cfg, dataset, model = pipeline.load_run(run_dir)
+    eval_config = cfg.eval if exclude_history is None else cfg.eval.model_copy(update={"exclude_history": exclude_history})
+    metrics = evaluate(model, dataset, split, eval_config, progress=True)
+    write_json(run_dir / f"eval_{split}.json", metrics)
+    console.print(metrics)
+
+
+@app.command()
+def run(config: str = typer.Argument(..., help="preset name or YAML file"),
+        out: Path = typer.Option(..., "--out", help="run directory"),
+        overrides: Optional[list[str]] = SetOption,
+        resume: bool = typer.Option(False, "--resume", help="continue training from the last checkpoint")) -> None:
+    """Run every stage of a preset and write RUN_DIR/metrics.json and report.md."""
+    metrics = pipeline.run(_config(config, overrides), out, resume=resume)
+    print(results_table([metrics]))
+
+
+@app.command()
+def report(run_dirs: list[Path] = typer.Argument(..., help="run directories"),
+           split: str = typer.Option("test", help="valid or test")) -> None:
+    """One markdown table from several runs' metrics.json."""
+    print(results_table([pipeline.read_metrics(d) for d in run_dirs], split))
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="parent folder of the runs"),
+         presets: str = typer.Option(",".join(DEMO_PRESETS), help="comma-separated presets"),
+         overrides: Optional[list[str]] = SetOption) -> None:
+    """The main job: every preset on ML-100K, one comparison table."""
+    runs = []
+    for name in presets.split(","):
+        console.print(f"[bold]== {name}[/bold]")
+        cfg = _config(name, ["data.name=ml-100k", *(overrides or [])])
+        metrics = pipeline.run(cfg, out / name)
+        metrics["label"] = name
+        runs.append(metrics)
+    table = results_table(runs)
+    (out / "report.md").write_text(table + "\n")
+    print(table)
+
+
+def entry() -> None:
+    """Console entry point: known failures print one clear line instead of a traceback."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (ConfigError, DataFormatError, ArtifactError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,29 @@
+"""Markdown results tables built from `metrics.json` dictionaries."""
+
+from __future__ import annotations
+
+COLUMNS = [("recall@5", "R@5"), ("recall@10", "R@10"), ("recall@20", "R@20"), ("ndcg@5", "N@5"),
+           ("ndcg@10", "N@10"), ("ndcg@20", "N@20"), ("coverage@10", "Cov@10"),
+           ("recall@10_head", "R@10 head"), ("recall@10_tail", "R@10 tail")]
+
+
+def _cell(value) -> str:
+    return "–" if value is None or value != value else f"{value:.4f}"
+
+
+def results_table(runs: list[dict], split: str = "test") -> str:
+    """One row per run; states the split, the seed and whether history items were excluded."""
+    present = [(key, label) for key, label in COLUMNS if any(key in run[split] for run in runs)]
+    header = ["model", "data", *[label for _, label in present], "seconds", "seed"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        cells = [run.get("label", run["model"]), run["dataset"], *[_cell(run[split].get(key)) for key, _ in present],
+                 f"{run['seconds']:.1f}", str(run.get("seed", "–"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    excluded = {run[split].get("exclude_history") for run in runs}
+    note = {True: "history items excluded from the ranking", False: "history items NOT excluded from the ranking"}
+    lines.append("")
+    lines.append(f"Split: {split}, leave-one-out, full-catalogue ranking; "
+                 + "; ".join(note[bool(e)] for e in sorted(excluded, key=str)) + ". "
+                 + "Tail = 80% least popular items by training count.")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""Ordering, filtering, the leave-one-out split and the dataset cache."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sidrec.config import DataConfig
+from sidrec.data import DataFormatError, Dataset, RawData, build_dataset, k_core, load_dataset
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def raw(rows, items=None):
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    return RawData(inter, pd.DataFrame({"item_id": items or sorted(set(inter["item_id"]))}))
+
+
+def sequence(ds: Dataset, user_id: str) -> list[str]:
+    u = int(np.flatnonzero(ds.user_ids == user_id)[0])
+    return [ds.item_ids[i] for i in ds.sequence_items[ds.offsets[u]:ds.offsets[u + 1]].tolist()]
+
+
+def test_chronological_order_is_stable_on_ties_and_repeats_optional():
+    rows = [("a", "x", 2.0), ("a", "y", 1.0), ("a", "z", 1.0), ("a", "y", 3.0), ("b", "x", 1.0)]
+    assert sequence(build_dataset(raw(rows), "t"), "a") == ["y", "z", "x", "y"]
+    assert sequence(build_dataset(raw(rows), "t", remove_repeats=True), "a") == ["y", "z", "x"]
+
+
+def test_k_core_is_iterative():
+    # c only has 2 users once user 'u3' (2 interactions) is dropped, so it must go in a second round.
+    rows = [(u, i, 0.0) for u, its in {"u1": "abc", "u2": "abc", "u3": "cd"}.items() for i in its]
+    inter = raw(rows).interactions
+    kept = k_core(inter, 2)
+    assert set(kept["user_id"]) == {"u1", "u2"} and set(kept["item_id"]) == {"a", "b", "c"}
+    assert set(k_core(inter, 3)["item_id"]) == set()
+
+
+def test_empty_after_filtering_is_an_error():
+    with pytest.raises(DataFormatError, match="no interactions left after filtering"):
+        build_dataset(raw([("a", "x", 0.0), ("b", "y", 0.0)]), "t", min_core=2, source="toy.csv")
+
+
+def test_leave_one_out_never_leaks_targets(cyclic_dataset):
+    ds = cyclic_dataset
+    train, train_offsets = ds.train_sequences()
+    _, valid_hist, valid_target = ds.split("valid")
+    _, test_hist, test_target = ds.split("test")
+    for u in range(ds.n_users):
+        seq = ds.sequence_items[ds.offsets[u]:ds.offsets[u + 1]].tolist()
+        assert train[train_offsets[u]:train_offsets[u + 1]].tolist() == seq[:-2]
+        assert valid_target[u] == seq[-2] and test_target[u] == seq[-1]
+        assert [i for i in valid_hist[u].tolist() if i >= 0] == seq[:-2][-50:]
+        assert [i for i in test_hist[u].tolist() if i >= 0] == seq[:-1][-50:]
+    # Training windows only contain training items, and every training transition exactly once.
+    inputs, targets = ds.training_windows(max_len=3)
+    pairs = sorted(zip(inputs[targets >= 0].tolist(), targets[targets >= 0].tolist()))
+    expected = sorted((a, b) for u in range(ds.n_users)
+                      for a, b in zip(train[train_offsets[u]:train_offsets[u + 1] - 1].tolist(),
+                                      train[train_offsets[u] + 1:train_offsets[u + 1]].tolist()))
+    assert pairs == expected
+
+
+def test_short_sequences_train_only():
+    ds = build_dataset(raw([("a", "x", 0.0), ("a", "y", 1.0), ("b", "x", 0.0), ("b", "y", 1.0), ("b", "z", 2.0)]), "t")
+    assert ds.eval_users.tolist() == [1]
+    assert ds.train_lengths().tolist() == [2, 1]
+
+
+def test_popularity_counts_training_part_only(cyclic_dataset):
+    pop = cyclic_dataset.item_popularity()
+    assert pop.sum().item() == cyclic_dataset.n_interactions - 2 * cyclic_dataset.eval_users.numel()
+
+
+def test_save_load_round_trip_and_no_partial_cache(tmp_path, cyclic_dataset, monkeypatch):
+    cyclic_dataset.save(tmp_path / "ds")
+    back = Dataset.load(tmp_path / "ds")
+    assert torch.equal(back.sequence_items, cyclic_dataset.sequence_items)
+    assert back.items["title"].tolist() == cyclic_dataset.items["title"].tolist()
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", explode)
+    with pytest.raises(OSError):
+        cyclic_dataset.save(tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
+def test_named_cache_is_reused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = DataConfig(name="ml-100k", cache_dir=str(tmp_path / "cache"))
+    first = load_dataset(config)
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1
+    mtime = os.stat(cached[0] / "manifest.json").st_mtime_ns
+    second = load_dataset(config)
+    assert os.stat(cached[0] / "manifest.json").st_mtime_ns == mtime
+    assert torch.equal(first.sequence_items, second.sequence_items)
+
+
+@pytest.mark.parametrize("name, users, items, interactions", [
+    ("ml-100k", 943, 1682, 100_000),
+    ("amazon-beauty", 22_363, 12_101, 198_502),
+    ("amazon-sports", 35_598, 18_357, 296_337),
+    ("amazon-scientific", 8_317, 4_344, 58_492),
+])
+def test_published_statistics(tmp_path, name, users, items, interactions):
+    if name.startswith("amazon") and not SHARED.is_dir():
+        pytest.skip("../shared/data not present")
+    ds = load_dataset(DataConfig(name=name, data_dir=str(SHARED), cache_dir=str(tmp_path)))
+    stats = ds.stats()
+    assert (stats["users"], stats["items"], stats["interactions"]) == (users, items, interactions)
+    assert len(ds.items) == items
+
+
+def test_unknown_dataset_is_named():
+    with pytest.raises(DataFormatError, match="unknown dataset 'nope'"):
+        load_dataset("nope")

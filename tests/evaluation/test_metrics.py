@@ -1,0 +1,62 @@
+"""Metrics against a hand-computed example, and the evaluation protocol's options."""
+
+import math
+
+import pytest
+import torch
+
+from sidrec.config import EvalConfig
+from sidrec.evaluation import coverage, evaluate, head_tail_recall, ranking_metrics, tail_items
+from sidrec.evaluation.protocol import top_k
+from sidrec.models import build_model
+
+
+def test_hand_computed_recall_and_ndcg():
+    top = torch.tensor([[3, 1, 2, 0, 4, 5],   # target 1 at rank 1
+                        [0, 1, 2, 3, 4, 5],   # target 5 at rank 5
+                        [9, 8, 7, 6, 5, 4]])  # target 0 missing
+    targets = torch.tensor([1, 5, 0])
+    m = ranking_metrics(top, targets, ks=[1, 2, 6])
+    assert m["recall@1"] == 0.0
+    assert m["recall@2"] == pytest.approx(1 / 3)
+    assert m["recall@6"] == pytest.approx(2 / 3)
+    assert m["ndcg@2"] == pytest.approx((1 / math.log2(3)) / 3)
+    assert m["ndcg@6"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(7)) / 3)
+    with pytest.raises(ValueError, match="top-10"):
+        ranking_metrics(top, targets, ks=[10])
+
+
+def test_coverage_and_head_tail():
+    top = torch.tensor([[0, 1], [0, 2]])
+    assert coverage(top, n_items=10, k=2) == pytest.approx(0.3)
+    popularity = torch.tensor([50, 40, 1, 2, 3, 0, 0, 0, 0, 0])
+    tail = tail_items(popularity, 0.8)
+    assert tail.sum() == 8 and not tail[0] and not tail[1]
+    out = head_tail_recall(torch.tensor([[0, 2], [0, 1], [3, 4]]), torch.tensor([0, 2, 9]), tail, k=2)
+    assert out["recall@2_head"] == 1.0 and out["recall@2_tail"] == 0.0
+    assert out["tail_target_share"] == pytest.approx(2 / 3)
+
+
+class FixedScores:
+    def __init__(self, order):
+        self.order = torch.tensor(order)
+
+    def recommend(self, histories, k):
+        items = self.order[:k].expand(histories.shape[0], -1)
+        return items, -torch.arange(k).float().expand_as(items)
+
+
+def test_exclude_history_drops_seen_items_keeping_order():
+    rec = FixedScores([5, 4, 3, 2, 1, 0])
+    histories = torch.tensor([[4, 2, -1], [-1, -1, -1]])
+    assert top_k(rec, histories, 3, exclude_history=False).tolist() == [[5, 4, 3], [5, 4, 3]]
+    assert top_k(rec, histories, 3, exclude_history=True).tolist() == [[5, 3, 1], [5, 4, 3]]
+
+
+def test_evaluate_reports_protocol_and_reads_requested_split(cyclic_dataset):
+    pop = build_model("popularity", {}, cyclic_dataset.n_items).fit_counts(cyclic_dataset.item_popularity())
+    valid = evaluate(pop, cyclic_dataset, "valid", EvalConfig(ks=[5, 10]))
+    assert valid["exclude_history"] is False and valid["users"] == cyclic_dataset.eval_users.numel()
+    assert {"recall@5", "ndcg@10", "coverage@10", "recall@10_tail"} <= set(valid)
+    with pytest.raises(ValueError, match="'valid' or 'test'"):
+        evaluate(pop, cyclic_dataset, "train")

@@ -1,0 +1,56 @@
+"""The command line end to end on a small custom dataset."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from synthetic import cyclic_raw
+from sidrec.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def p5_files(tmp_path):
+    raw = cyclic_raw(n_users=40, length=7)
+    lines = [" ".join([user, *group["item_id"]]) for user, group in raw.interactions.groupby("user_id", sort=False)]
+    (tmp_path / "seq.txt").write_text("\n".join(lines) + "\n")
+    raw.items.to_json(tmp_path / "items.jsonl", orient="records", lines=True)
+    return tmp_path
+
+
+def custom(tmp_path) -> list[str]:
+    return ["--set", "data.name=custom", "--set", "data.format=p5", "--set", f"data.path={tmp_path / 'seq.txt'}",
+            "--set", f"data.items_path={tmp_path / 'items.jsonl'}", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+
+
+def test_run_writes_metrics_and_sasrec_beats_popularity(p5_files):
+    out = p5_files / "runs"
+    result = runner.invoke(app, ["run", "popularity", "--out", str(out / "pop"), *custom(p5_files)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["run", "sasrec", "--out", str(out / "sas"), *custom(p5_files),
+                                 "--set", "train.epochs=25", "--set", "train.progress=false",
+                                 "--set", "model.dropout=0.0", "--set", "train.lr=0.005"])
+    assert result.exit_code == 0, result.output
+    pop, sas = (json.loads((out / name / "metrics.json").read_text()) for name in ("pop", "sas"))
+    for metrics in (pop, sas):
+        assert {"valid", "test", "seconds", "config"} <= set(metrics)
+        assert {"recall@5", "recall@10", "ndcg@5", "ndcg@10", "recall@20", "ndcg@20"} <= set(metrics["test"])
+    assert sas["test"]["ndcg@10"] > pop["test"]["ndcg@10"] + 0.3
+    assert "NOT excluded" in (out / "sas" / "report.md").read_text()
+
+    result = runner.invoke(app, ["evaluate", str(out / "sas"), "--split", "valid"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "sas" / "eval_valid.json").read_text())["ndcg@10"] == pytest.approx(sas["valid"]["ndcg@10"])
+    result = runner.invoke(app, ["report", str(out / "pop"), str(out / "sas")])
+    assert "| sasrec | custom |" in result.output
+
+
+def test_bad_config_exits_with_a_clear_message(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "sidrec.cli", "run", "sasrec", "--out", str(tmp_path),
+                             "--set", "train.lr=fast"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "train.lr" in result.stdout and "Traceback" not in result.stdout + result.stderr
