@@ -116,7 +116,7 @@ class _FeedForward(nn.Module):
         self.p = cfg.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.wo(F.dropout(F.relu(self.wi(x)), self.p, self.training))
+        return self.wo(F.dropout(F.relu(self.wi(x), inplace=True), self.p, self.training))
 
 
 class _EncoderLayer(nn.Module):
@@ -153,29 +153,61 @@ class _DecoderLayer(nn.Module):
         self,
         x: torch.Tensor,
         self_bias: torch.Tensor,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
+        cache: "_BeamKV | None",
         mem_k: torch.Tensor,
         mem_v: torch.Tensor,
         mem_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """`x [B, w, T, d]`: w beams (or 1 sequence) of T new tokens per user; `past` holds the
-        beams' self-attention keys/values `[B, w, H, t, d_kv]`; `mem_k/mem_v [B, H, S, d_kv]` are
-        the user's encoder keys/values, attended by all of its beams without being copied."""
+    ) -> torch.Tensor:
+        """`x [B, w, T, d]`: w beams (or 1 sequence) of T new tokens per user; `cache` keeps the
+        beams' earlier self-attention keys/values (one new token per beam when given);
+        `mem_k/mem_v [B, H, S, d_kv]` are the user's encoder keys/values, attended by all of its
+        beams without being copied."""
         drop = self.p if self.training else 0.0
-        h = self.norm1(x)
-        q, k, v = (self.self_attn.heads(h, p) for p in (self.self_attn.q, self.self_attn.k, self.self_attn.v))
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=-2), torch.cat([past[1], v], dim=-2)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=self_bias, dropout_p=drop, scale=1.0)
-        x = x + F.dropout(self.self_attn.merge(a), self.p, self.training)
-
         B, w, T, _ = x.shape
+        attn = self.self_attn
+        H, dk = attn.n_heads, attn.d_kv
+        qkv = F.linear(self.norm1(x), torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]))
+        q, k, v = (y.flatten(0, 1).unflatten(-1, (H, dk)).transpose(1, 2) for y in qkv.chunk(3, dim=-1))
+        if cache is not None:  # [t + 1, B * w, H * dk] position-major -> [B * w, H, t + 1, dk]
+            k, v = (y.unflatten(-1, (H, dk)).permute(1, 2, 0, 3) for y in cache.append(k[:, :, 0], v[:, :, 0]))
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=self_bias, dropout_p=drop, scale=1.0)
+        x = x + F.dropout(attn.merge(a).unflatten(0, (B, w)), self.p, self.training)
+
         q = self.cross_attn.heads(self.norm2(x), self.cross_attn.q)  # [B, w, H, T, dk]
-        q = q.transpose(1, 2).reshape(B, q.shape[2], w * T, q.shape[-1])  # every beam's queries, one user
+        q = q.transpose(1, 2).reshape(B, H, w * T, dk)  # all beams' queries of a user, one matrix
         a = F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=mem_mask, dropout_p=drop, scale=1.0)
         a = a.unflatten(2, (w, T)).transpose(1, 2)
         x = x + F.dropout(self.cross_attn.merge(a), self.p, self.training)
-        return x + F.dropout(self.ff(self.norm3(x)), self.p, self.training), (k, v)
+        return x + F.dropout(self.ff(self.norm3(x)), self.p, self.training)
+
+
+class _BeamKV:
+    """One decoder layer's self-attention keys/values for every beam, position-major
+    `[positions, beams, H * d_kv]` in preallocated buffers: appending a token writes one slab,
+    reordering beams is one row gather into a spare buffer (no per-step concatenation)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.length = 0
+        self.kv: torch.Tensor | None = None  # [2, capacity, beams, H * d_kv]
+        self.spare: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """New keys/values `[beams, H, d_kv]` -> all positions so far, `[t + 1, beams, H * d_kv]` each."""
+        rows = k.shape[0]
+        if self.kv is None:
+            self.kv = k.new_empty(2, self.capacity, rows, k.shape[1] * k.shape[2])
+        self.kv[0, self.length] = k.flatten(1)
+        self.kv[1, self.length] = v.flatten(1)
+        self.length += 1
+        return self.kv[0, : self.length], self.kv[1, : self.length]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        shape = (2, self.capacity, rows.numel(), self.kv.shape[-1])
+        if self.spare is None or self.spare.shape != shape:
+            self.spare = self.kv.new_empty(shape)
+        torch.index_select(self.kv[:, : self.length], 2, rows, out=self.spare[:, : self.length])
+        self.kv, self.spare = self.spare, self.kv
 
 
 class TigerDecodeState:
@@ -186,13 +218,16 @@ class TigerDecodeState:
         self.mem_kv = mem_kv
         self.mem_mask = mem_mask
         self.self_bias = self_bias
-        self.past: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(mem_kv)
+        self.caches = [_BeamKV(self_bias.shape[-1]) for _ in mem_kv]
         self.length = 0
+        self.beams = 1
 
     def reorder(self, parents: torch.Tensor) -> None:
         """Beam j of user b continues beam `parents[b, j]` of the previous step."""
-        users = torch.arange(parents.shape[0], device=parents.device)[:, None]
-        self.past = [(k[users, parents], v[users, parents]) for k, v in self.past]
+        rows = (parents + torch.arange(parents.shape[0], device=parents.device)[:, None] * self.beams).flatten()
+        for cache in self.caches:
+            cache.reorder(rows)
+        self.beams = parents.shape[1]
 
 
 class TIGER(nn.Module):
@@ -267,12 +302,12 @@ class TIGER(nn.Module):
         return F.dropout(self.enc_norm(x), cfg.dropout, self.training)
 
     def _decoder_bias(self, length: int, device: torch.device) -> torch.Tensor:
-        """Causal relative-position bias `[H, T, T]` of the decoder's self-attention."""
+        """Causal relative-position bias `[1, H, T, T]` of the decoder's self-attention."""
         cfg = self.config
         pos = torch.arange(length, device=device)
         rel = pos[None, :] - pos[:, None]
         bias = self.dec_rel_bias(relative_position_buckets(rel, False, cfg.rel_buckets, cfg.rel_max_distance))
-        bias = bias.permute(2, 0, 1)
+        bias = bias.permute(2, 0, 1)[None]  # 4-D: SDPA's fast CPU kernel needs a 4-D mask
         return bias.masked_fill(rel > 0, torch.finfo(bias.dtype).min)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -290,7 +325,7 @@ class TIGER(nn.Module):
         x = F.dropout(self.embed(decoder_input_ids), self.config.dropout, self.training)[:, None]
         bias = self._decoder_bias(decoder_input_ids.shape[1], x.device)
         for layer, (k, v) in zip(self.decoder, mem_kv):
-            x, _ = layer(x, bias, None, k, v, mem_mask)
+            x = layer(x, bias, None, k, v, mem_mask)
         return self._logits(x[:, 0])
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,10 +347,12 @@ class TIGER(nn.Module):
         t = state.length
         if t > self.n_levels:
             raise ValueError(f"decoded {t} tokens already; a TIGER target has only {self.n_levels} + eos")
+        if tokens.shape[1] != state.beams:
+            raise ValueError(f"step got {tokens.shape[1]} tokens per user but the state holds {state.beams} beams")
         x = self.embed(tokens)[:, :, None]
-        bias = state.self_bias[:, t : t + 1, : t + 1]
-        for i, (layer, (k, v)) in enumerate(zip(self.decoder, state.mem_kv)):
-            x, state.past[i] = layer(x, bias, state.past[i], k, v, state.mem_mask)
+        bias = state.self_bias[:, :, t : t + 1, : t + 1]
+        for layer, cache, (k, v) in zip(self.decoder, state.caches, state.mem_kv):
+            x = layer(x, bias, cache, k, v, state.mem_mask)
         state.length = t + 1
         return torch.log_softmax(self._logits(x[:, :, 0]), dim=-1)
 
