@@ -36,7 +36,7 @@ from sidrec.data import Dataset, load_dataset  # noqa: E402
 from sidrec.features import CardEncoder, ItemEmbeddings, TextEncoder, fuse, write_units  # noqa: E402
 from sidrec.features.card import render_units  # noqa: E402
 from sidrec.features.image import embed_images  # noqa: E402
-from sidrec.io import atomic_path, write_json  # noqa: E402
+from sidrec.io import atomic_path, read_json, write_json  # noqa: E402
 
 log = logging.getLogger("benchmarks.embeddings")
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,11 +196,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     parser.add_argument("--example-png", type=Path, default=ROOT / "docs/images/card_unit_example.png")
     parser.add_argument("--example-item", type=int, default=0)
+    parser.add_argument("--append", action="store_true",
+                        help="keep other datasets' rows already in OUT/embeddings.json (rerun one dataset)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
+    previous = args.out / "embeddings.json"
     results = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-               "torch": torch.__version__, "datasets": {}}
+               "torch": torch.__version__, "datasets": read_json(previous)["datasets"] if args.append else {}}
     for name in args.datasets:
         results["datasets"][name] = bench_dataset(name, args)
         write_json(args.out / "embeddings.json", results)  # partial results survive an interrupted run
