@@ -43,7 +43,7 @@ def build_tokenizer(name: str, **options: Any) -> "Tokenizer":
 
 def register_all() -> None:
     """Registration happens on import; load every family module (new families: add them here)."""
-    from sidrec.tokenizers import nurqvae, pq, rkmeans, rqvae, transformed  # noqa: F401
+    from sidrec.tokenizers import mhq, nurqvae, pq, rkmeans, rqvae, transformed  # noqa: F401
 
 
 def as_matrix(x: Any, *, dim: int | None = None, what: str = "embeddings") -> torch.Tensor:
