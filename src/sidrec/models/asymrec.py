@@ -1,0 +1,261 @@
+"""AsymRec: continuous item embeddings in (MSP), many discrete codes out (MHQ targets).
+
+Input side: each history item enters as its semantic embedding x through a multi-expert projection
+h = sum_e softmax(gate(x))_e * Expert_e(x) (+ positions). There is no per-item ID table, so a rare item
+is represented exactly as well as a frequent one. A causal Transformer reads the sequence and, at
+every position, predicts all P = M x L codes of the next item in parallel (one head per code
+position). An item's score is the sum of its codes' log-probabilities: ranked exactly over the
+catalogue (chunked gather), or by a beam over code positions constrained to catalogue prefixes.
+
+Ablations (Options): `inputs="sid"` (symmetric: an item enters as the sum of learned embeddings of
+its own codes), `experts=1`, `targets="regression"` (predict the next item's embedding, rank by dot
+product: the continuous-target setting whose hidden states `last_states` shows collapsing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from sidrec.decoding.trie import SIDTrie
+from sidrec.models.base import ModelOptions, Recommender, scores_top_k, truncate_histories
+from sidrec.models.sasrec import SASRec
+from sidrec.tokenizers.semantic_ids import SemanticIDs
+
+
+class AsymRecOptions(ModelOptions):
+    hidden: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    ffn: int = Field(256, ge=8, description="feed-forward inner size")
+    dropout: float = Field(0.2, ge=0, lt=1)
+    max_len: int = Field(50, ge=2, description="items of history attended to")
+    inputs: Literal["msp", "sid"] = Field("msp", description="continuous embeddings via MSP, or SID-token sums")
+    experts: int = Field(4, ge=1, description="MSP experts")
+    expert_hidden: int = Field(128, ge=1, description="inner width of each 2-layer expert MLP")
+    targets: Literal["mhq", "regression"] = Field("mhq", description="next item's codes, or its embedding")
+    regression_loss: Literal["cosine", "mse"] = "cosine"
+    decode: Literal["exact", "beam"] = Field("exact", description="exact catalogue scoring or code-position beam")
+    beam_width: int = Field(100, ge=1)
+    score_chunk: int = Field(1 << 22, ge=1, description="max users x items x codes gathered at once")
+
+
+class MultiExpertProjection(nn.Module):
+    """MSP: softmax-gated mixture of 2-layer MLP experts, all experts evaluated in one batched einsum."""
+
+    def __init__(self, input_dim: int, hidden: int, out_dim: int, n_experts: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(input_dim, n_experts)
+        self.w1 = nn.Parameter(torch.empty(n_experts, input_dim, hidden))
+        self.b1 = nn.Parameter(torch.zeros(n_experts, hidden))
+        self.w2 = nn.Parameter(torch.empty(n_experts, hidden, out_dim))
+        self.b2 = nn.Parameter(torch.zeros(n_experts, out_dim))
+        for w in (self.w1, self.w2):
+            nn.init.normal_(w, std=w.shape[1] ** -0.5)
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        """`[n, E]` expert weights (rows sum to 1)."""
+        return torch.softmax(self.gate(x), dim=-1)
+
+    def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """`[n, E, out]`: Expert_e(x) = W2_e gelu(W1_e x + b1_e) + b2_e."""
+        inner = F.gelu(torch.einsum("nd,edh->neh", x, self.w1) + self.b1)
+        return torch.einsum("neh,eho->neo", inner, self.w2) + self.b2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.gates(x)[..., None] * self.expert_outputs(x)).sum(dim=1)
+
+
+def effective_rank(states: torch.Tensor) -> float:
+    """exp(entropy of the normalised singular values) of `[n, h]` (mean-centred): 1 = collapsed to a line."""
+    s = torch.linalg.svdvals((states - states.mean(0)).double())
+    p = s / s.sum().clamp_min(1e-12)
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+class AsymRec(Recommender):
+    name = "asymrec"
+    Options = AsymRecOptions
+    needs = ("embeddings", "sids")  # build_model context; an ablation may leave one unused
+    make_batches = SASRec.make_batches  # same whole-sequence windows: every position predicts its next item
+
+    def __init__(self, options: AsymRecOptions, n_items: int, embeddings: Any = None,
+                 sids: SemanticIDs | None = None, *, input_dim: int | None = None,
+                 codebook_sizes: list[int] | None = None) -> None:
+        """`embeddings` ([n_items, d] or ItemEmbeddings) feed MSP / regression; `sids` give the code targets
+        (or SID inputs). `input_dim` / `codebook_sizes` allocate empty buffers instead (used by `load`)."""
+        super().__init__(options, n_items)
+        o = options
+        if o.hidden % o.heads:
+            raise ValueError(f"model.hidden ({o.hidden}) must be divisible by model.heads ({o.heads})")
+        self.uses_vectors = o.inputs == "msp" or o.targets == "regression"
+        self.uses_codes = o.inputs == "sid" or o.targets == "mhq"
+        vectors = self._vectors(embeddings, input_dim)
+        codes, sizes = self._codes(sids, codebook_sizes)
+        self.codebook_sizes = sizes
+        if self.uses_vectors:
+            self.register_buffer("item_vectors", vectors)
+        if self.uses_codes:
+            self.register_buffer("item_codes", codes)
+            self.register_buffer("code_offsets", torch.tensor([0, *sizes[:-1]]).cumsum(0), persistent=False)
+        if o.inputs == "msp":
+            self.msp = MultiExpertProjection(vectors.shape[1], o.expert_hidden, o.hidden, o.experts)
+        else:
+            self.code_embedding = nn.Embedding(sum(sizes), o.hidden)
+        self.position_embedding = nn.Embedding(o.max_len, o.hidden)
+        self.input_norm = nn.LayerNorm(o.hidden)
+        self.dropout = nn.Dropout(o.dropout)
+        layer = nn.TransformerEncoderLayer(o.hidden, o.heads, o.ffn, o.dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, o.layers, enable_nested_tensor=False)
+        self.output_norm = nn.LayerNorm(o.hidden)
+        if o.targets == "mhq":
+            k_max = max(sizes)
+            self.code_heads = nn.Parameter(torch.randn(len(sizes), k_max, o.hidden) * 0.02)  # one head per position
+            self.code_bias = nn.Parameter(torch.zeros(len(sizes), k_max))
+            self.register_buffer("code_mask", torch.arange(k_max) >= torch.tensor(sizes)[:, None], persistent=False)
+        else:
+            self.regression_head = nn.Linear(o.hidden, vectors.shape[1])
+        self.apply(self._init_weights)
+        self._trie: SIDTrie | None = None
+
+    # ----- construction helpers --------------------------------------------------------------------
+    def _vectors(self, embeddings: Any, input_dim: int | None) -> torch.Tensor:
+        if not self.uses_vectors:
+            return torch.zeros(0, 0)
+        if embeddings is None:
+            if input_dim is None:
+                raise ValueError(f"asymrec (inputs={self.options.inputs}, targets={self.options.targets}) needs "
+                                 "item embeddings: pass embeddings=ItemEmbeddings or a [n_items, d] tensor")
+            return torch.zeros(self.n_items, input_dim)
+        vectors = torch.as_tensor(getattr(embeddings, "vectors", embeddings), dtype=torch.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != self.n_items:
+            raise ValueError(f"embeddings: expected [{self.n_items}, d] (one row per item), got {tuple(vectors.shape)}")
+        return vectors.detach().clone()
+
+    def _codes(self, sids: SemanticIDs | None, codebook_sizes: list[int] | None) -> tuple[torch.Tensor, list[int]]:
+        if not self.uses_codes:
+            return torch.zeros(0, 0, dtype=torch.long), []
+        if sids is None:
+            if not codebook_sizes:
+                raise ValueError(f"asymrec (inputs={self.options.inputs}, targets={self.options.targets}) needs "
+                                 "semantic IDs: pass sids=SemanticIDs (e.g. from the mhq tokenizer)")
+            return torch.zeros(self.n_items, len(codebook_sizes), dtype=torch.long), [int(k) for k in codebook_sizes]
+        if not isinstance(sids, SemanticIDs):
+            raise TypeError(f"sids: expected SemanticIDs, got {type(sids).__name__}")
+        if sids.n_items != self.n_items:
+            raise ValueError(f"sids: {sids.n_items} rows for a catalogue of {self.n_items} items")
+        return sids.codes.clone(), [int(k) for k in sids.codebook_sizes]
+
+    def init_args(self) -> dict:
+        return {"n_items": self.n_items,
+                "input_dim": int(self.item_vectors.shape[1]) if self.uses_vectors else None,
+                "codebook_sizes": self.codebook_sizes}
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    # ----- encoder -----------------------------------------------------------------------------------
+    def item_inputs(self, items: torch.Tensor) -> torch.Tensor:
+        """`[n, hidden]` input vectors of item indices `[n]` (MSP of the embedding, or summed code embeddings)."""
+        if self.options.inputs == "msp":
+            return self.msp(self.item_vectors[items])
+        return self.code_embedding(self.item_codes[items] + self.code_offsets).sum(dim=1)
+
+    def hidden_states(self, histories: torch.Tensor) -> torch.Tensor:
+        """`[B, T, hidden]` causal states for left-aligned, -1 padded item sequences."""
+        steps = histories.shape[1]
+        unique, inverse = torch.unique(histories.clamp(min=0), return_inverse=True)  # each item projected once
+        x = self.item_inputs(unique)[inverse]
+        x = x + self.position_embedding(torch.arange(steps, device=histories.device))
+        x = self.dropout(self.input_norm(x))
+        causal = torch.triu(torch.full((steps, steps), float("-inf"), device=histories.device), diagonal=1)
+        return self.output_norm(self.encoder(x, mask=causal, is_causal=True))
+
+    def last_states(self, histories: torch.Tensor) -> torch.Tensor:
+        """`[B, hidden]` output state at each user's last item (what the heads read; for effective rank)."""
+        histories = truncate_histories(histories, self.options.max_len)
+        lengths = (histories >= 0).sum(dim=1)
+        states = self.hidden_states(histories)
+        return states[torch.arange(len(histories), device=states.device), (lengths - 1).clamp(min=0)]
+
+    # ----- heads -------------------------------------------------------------------------------------
+    def code_log_probs(self, states: torch.Tensor) -> torch.Tensor:
+        """`[N, P, K_max]` log-probabilities of every code at every position (-inf beyond a position's K)."""
+        logits = torch.einsum("nh,pkh->npk", states, self.code_heads) + self.code_bias
+        return torch.log_softmax(logits.masked_fill(self.code_mask, float("-inf")), dim=-1)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.hidden_states(batch["inputs"])
+        targets = batch["targets"]
+        valid = targets >= 0
+        states, targets = states[valid], targets[valid]
+        if self.options.targets == "regression":
+            pred, true = self.regression_head(states), self.item_vectors[targets]
+            if self.options.regression_loss == "cosine":
+                per_item = 1 - F.cosine_similarity(pred, true, dim=-1)
+            else:
+                per_item = (pred - true).pow(2).mean(-1)
+            return per_item.sum(), valid.sum()
+        log_probs = self.code_log_probs(states)  # [N, P, K]
+        nll = -log_probs.gather(2, self.item_codes[targets][..., None]).squeeze(2)  # [N, P]
+        return nll.mean(dim=1).sum(), valid.sum()
+
+    # ----- ranking -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def item_scores(self, histories: torch.Tensor) -> torch.Tensor:
+        """`[B, n_items]` exact scores: sum of each item's code log-probs (regression: dot product)."""
+        states = self.last_states(histories)
+        if self.options.targets == "regression":
+            return self.regression_head(states) @ self.item_vectors.T
+        log_probs = self.code_log_probs(states)  # [B, P, K]
+        n_codes = log_probs.shape[1]
+        positions = torch.arange(n_codes, device=log_probs.device)
+        chunk = max(1, self.options.score_chunk // max(1, len(states) * n_codes))
+        return torch.cat([log_probs[:, positions, codes].sum(-1)  # [B, C, P] -> [B, C]
+                          for codes in self.item_codes.split(chunk)], dim=1)
+
+    @property
+    def trie(self) -> SIDTrie:
+        if self._trie is None:
+            self._trie = SIDTrie(self.item_codes.cpu(), self.codebook_sizes).to(self.item_codes.device)
+        return self._trie
+
+    @torch.no_grad()
+    def beam_top_k(self, histories: torch.Tensor, k: int, beam_width: int | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k items by a beam over code positions, kept on catalogue prefixes (trie), best first.
+
+        The heads are independent given the state, so a prefix's score is the sum of its codes' log-probs;
+        with beam_width >= n_items the search is exhaustive and equals exact scoring.
+        """
+        if self.options.targets != "mhq":
+            raise ValueError("beam decoding needs discrete targets (model.targets='mhq')")
+        beam_width = beam_width or self.options.beam_width
+        if not 0 < k <= min(beam_width, self.n_items):
+            raise ValueError(f"k ({k}) must be in [1, min(beam_width={beam_width}, n_items={self.n_items})]")
+        log_probs = self.code_log_probs(self.last_states(histories))
+        trie, batch = self.trie, len(histories)
+        nodes = torch.zeros(batch, 1, dtype=torch.long, device=log_probs.device)
+        scores = torch.zeros(batch, 1, device=log_probs.device)
+        for position, size in enumerate(self.codebook_sizes):
+            children = trie.next_nodes(position, nodes.clamp(min=0))  # [B, w, K]; -1 = off the catalogue
+            cand = scores[..., None] + log_probs[:, position, None, :size]
+            cand = cand.masked_fill(children < 0, float("-inf")).flatten(1)
+            scores, flat = cand.topk(min(beam_width, cand.shape[1]), dim=1)
+            nodes = children.flatten(1).gather(1, flat)
+        return nodes[:, :k], scores[:, :k]  # topk keeps beams sorted, best first
+
+    def recommend(self, histories: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.options.decode == "beam" and self.options.targets == "mhq":
+            return self.beam_top_k(histories, k)
+        return scores_top_k(self.item_scores(histories), k)
