@@ -122,34 +122,48 @@ def build_transform(name: str, dim: int) -> nn.Module:
 
 @torch.no_grad()
 def fit_kumaraswamy(
-    u: torch.Tensor, *, eps: float = 1e-6, n_iters: int = 60, a_range: tuple[float, float] = (0.05, 50.0)
+    u: torch.Tensor,
+    *,
+    eps: float = 1e-6,
+    n_iters: int = 40,
+    a_range: tuple[float, float] = (0.05, 50.0),
+    max_samples: int = 8192,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-column maximum-likelihood Kumaraswamy (a, b) for samples `u [n, d]` in (0, 1), vectorised over d.
 
     For fixed a the MLE of b is closed-form, b(a) = -n / sum log(1 - u^a); the profile log-likelihood
-    in log a is then maximised by golden-section search (no gradients, all columns at once).
+    in log a is then maximised by golden-section search (no gradients, all columns at once). At most
+    `max_samples` rows (a seeded random subset) are used: two parameters per column need no more.
     """
     if u.ndim != 2 or u.shape[0] < 2:
         raise ValueError(f"fit_kumaraswamy: expected [n >= 2, d] samples, got shape {tuple(u.shape)}")
+    if u.shape[0] > max_samples:
+        u = u[torch.randperm(u.shape[0], generator=torch.Generator().manual_seed(seed))[:max_samples]]
     log_u = u.double().clamp(eps, 1 - eps).log()
-    n = u.shape[0]
+    n, sum_log_u = u.shape[0], log_u.sum(0)
 
     def profile(log_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = log_a.exp()
-        log_1m_ua = torch.log(-torch.expm1(a * log_u)).clamp_max(-1e-300)  # log(1 - u^a) < 0
-        b = -n / log_1m_ua.sum(0)
-        ll = n * (a.log() + b.log()) + (a - 1) * log_u.sum(0) + (b - 1) * log_1m_ua.sum(0)
-        return ll, b
+        sum_log_1m_ua = torch.log(-torch.expm1(a * log_u)).sum(0)  # sum log(1 - u^a) < 0
+        b = -n / sum_log_1m_ua
+        return n * (a.log() + b.log()) + (a - 1) * sum_log_u + (b - 1) * sum_log_1m_ua, b
 
+    ratio = (math.sqrt(5) - 1) / 2
     lo = torch.full((u.shape[1],), math.log(a_range[0]), dtype=torch.float64)
     hi = torch.full_like(lo, math.log(a_range[1]))
-    ratio = (math.sqrt(5) - 1) / 2
+    m1, m2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    f1, f2 = profile(m1)[0], profile(m2)[0]
     for _ in range(n_iters):
-        m1 = hi - ratio * (hi - lo)
-        m2 = lo + ratio * (hi - lo)
-        better_left = profile(m1)[0] > profile(m2)[0]
-        hi = torch.where(better_left, m2, hi)
-        lo = torch.where(better_left, lo, m1)
+        left = f1 > f2  # maximum lies in [lo, m2]: the old m1 becomes the new m2
+        lo, hi = torch.where(left, lo, m1), torch.where(left, m2, hi)
+        new = torch.where(left, hi - ratio * (hi - lo), lo + ratio * (hi - lo))
+        f_new = profile(new)[0]
+        m1, m2, f1, f2 = (
+            torch.where(left, new, m2),
+            torch.where(left, m1, new),
+            torch.where(left, f_new, f2),
+            torch.where(left, f1, f_new),
+        )
     log_a = (lo + hi) / 2
-    b = profile(log_a)[1]
-    return log_a.exp().float(), b.float()
+    return log_a.exp().float(), profile(log_a)[1].float()

@@ -42,7 +42,9 @@ class NonUniformTokenizer(Tokenizer):
     def _fit(self, x: torch.Tensor) -> None:
         self.mean, self.std = x.mean(0), x.std(0).clamp_min(1e-8)
         self.transform = KumaraswamyTransform(x.shape[1], eps=float(self.options["nu_eps"])).requires_grad_(False)
-        a, b = fit_kumaraswamy(torch.sigmoid((x - self.mean) / self.std), eps=float(self.options["nu_eps"]))
+        a, b = fit_kumaraswamy(
+            torch.sigmoid((x - self.mean) / self.std), eps=float(self.options["nu_eps"]), seed=int(self.options["seed"])
+        )
         self.transform.set_params(a, b)
         self.inner.fit(self._forward(x))
 
@@ -60,16 +62,19 @@ class NonUniformTokenizer(Tokenizer):
 
     def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         inner_tensors, inner_meta = self.inner._state()
-        tensors = {"mean": self.mean, "std": self.std, "a": self.transform.a, "b": self.transform.b}
+        tensors = {"mean": self.mean, "std": self.std, **{f"transform.{k}": v for k, v in self.transform.state_dict().items()}}
         return {**tensors, **{f"inner.{k}": v for k, v in inner_tensors.items()}}, {"inner": inner_meta}
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.mean, self.std = tensors["mean"], tensors["std"]
         self.transform = KumaraswamyTransform(len(self.mean), eps=float(self.options["nu_eps"])).requires_grad_(False)
-        self.transform.set_params(tensors["a"], tensors["b"])
+        self.transform.load_state_dict(_strip(tensors, "transform."))
         self.inner.input_dim = self.input_dim
-        prefix = "inner."
-        self.inner._set_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, meta["inner"])
+        self.inner._set_state(_strip(tensors, "inner."), meta["inner"])
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _nu_variant(inner_cls: type[Tokenizer]) -> type[NonUniformTokenizer]:

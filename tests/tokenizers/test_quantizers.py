@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import torch
+
+from sidrec.features.embeddings import ItemEmbeddings
+from sidrec.io import ArtifactError
+from sidrec.tokenizers import TOKENIZERS, Tokenizer, build_tokenizer
+from sidrec.tokenizers.residual import ResidualQuantizer
+
+FAST = {
+    "rqvae": {"epochs": 2, "hidden_dims": [32], "latent_dim": 8, "batch_size": 256, "progress": False},
+    "nurqvae": {"epochs": 2, "hidden_dims": [32], "latent_dim": 8, "batch_size": 256, "progress": False},
+    "rkmeans": {},
+    "nu-rkmeans": {},
+    "pq": {},
+    "opq": {"opq_iters": 3},
+    "nu-pq": {},
+    "nu-opq": {"opq_iters": 3},
+}
+
+
+def _tok(name: str, **extra) -> Tokenizer:
+    return build_tokenizer(name, codebook_size=16, **{**FAST[name], **extra})
+
+
+def test_registry_names_match_the_spec():
+    assert set(TOKENIZERS) >= set(FAST)
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_save_load_round_trip_and_seed_determinism(name, skewed, tmp_path):
+    tok = _tok(name).fit(skewed)
+    codes = tok.encode(skewed)
+    assert codes.dtype == torch.long and codes.shape == (len(skewed), len(tok.codebook_sizes))
+    assert ((codes >= 0) & (codes < torch.tensor(tok.codebook_sizes))).all()
+    tok.save(tmp_path / "tok")
+    loaded = Tokenizer.load(tmp_path / "tok")
+    assert type(loaded) is type(tok) and loaded.options == tok.options
+    assert torch.equal(loaded.encode(skewed), codes)
+    assert torch.allclose(loaded.decode(codes), tok.decode(codes))
+    again = _tok(name).fit(skewed)
+    assert torch.equal(again.encode(skewed), codes)
+
+
+@pytest.mark.parametrize("name", ["rkmeans", "pq", "rqvae"])
+def test_other_seed_gives_other_codebooks(name, skewed):
+    a = _tok(name, seed=0).fit(skewed).encode(skewed)
+    b = _tok(name, seed=1).fit(skewed).encode(skewed)
+    assert not torch.equal(a, b)
+
+
+def test_decode_reconstructs_better_than_the_mean(skewed):
+    for name in ("rkmeans", "opq", "nu-rkmeans"):
+        tok = _tok(name).fit(skewed)
+        err = ((tok.decode(tok.encode(skewed)) - skewed) ** 2).mean()
+        assert err < skewed.var(0).mean(), name
+
+
+def test_residual_codewords_reencode_to_their_codes():
+    torch.manual_seed(0)
+    centers = torch.randn(4, 6) * 10
+    z = (centers[:, None] + torch.randn(4, 200, 6)).reshape(-1, 6)
+    rq = ResidualQuantizer(n_levels=2, codebook_size=4, dim=6)
+    rq.kmeans_init(z)
+    codes = rq.quantize(z)
+    assert torch.equal(rq.quantize(rq.lookup(codes)), codes)
+
+
+@pytest.mark.parametrize("name", ["pq", "opq"])
+def test_pq_codewords_reencode_to_their_codes(name, skewed):
+    tok = _tok(name).fit(skewed)
+    codes = tok.encode(skewed)
+    assert torch.equal(tok.encode(tok.decode(codes)), codes)
+
+
+def test_inputs_are_validated(skewed):
+    with pytest.raises(ValueError, match="2-D"):
+        _tok("rkmeans").fit(skewed[0])
+    bad = skewed.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        _tok("rkmeans").fit(bad)
+    tok = _tok("rkmeans").fit(skewed)
+    with pytest.raises(ValueError, match="d=8"):
+        tok.encode(torch.zeros(5, 7))
+    with pytest.raises(ValueError, match="outside"):
+        tok.decode(torch.full((2, 3), 16))
+    with pytest.raises(ValueError, match="k=16"):
+        _tok("rkmeans").fit(skewed[:10])
+    with pytest.raises(ValueError, match="divide"):
+        _tok("pq", n_subspaces=3).fit(skewed)
+    with pytest.raises(TypeError, match="unknown option"):
+        build_tokenizer("rkmeans", n_level=3)
+    with pytest.raises(KeyError, match="unknown tokenizer"):
+        build_tokenizer("vqvae")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        _tok("pq").encode(skewed)
+
+
+def test_accepts_numpy_and_item_embeddings(skewed):
+    tok = _tok("rkmeans").fit(ItemEmbeddings(skewed, "toy"))
+    assert torch.equal(tok.encode(skewed.numpy().astype(np.float64)), tok.encode(skewed))
+
+
+def test_load_detects_tampered_weights(skewed, tmp_path):
+    _tok("rkmeans").fit(skewed).save(tmp_path)
+    with open(tmp_path / "weights.safetensors", "r+b") as fh:
+        fh.seek(-4, 2)
+        fh.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ArtifactError, match="checksum"):
+        Tokenizer.load(tmp_path)
+
+
+def test_nurqvae_model_selection_and_logistic_transform(skewed):
+    tok = _tok("nurqvae", epochs=3, transform="logistic").fit(skewed)
+    rates = [h["collision_rate"] for h in tok.history]
+    assert len(rates) == 3 and rates[tok.best_epoch] == min(rates)
+    assert tok.model.transform.initialised
+    before, after = tok.latents(skewed)
+    assert before.shape == after.shape == (len(skewed), 8)
