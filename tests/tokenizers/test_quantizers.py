@@ -91,6 +91,8 @@ def test_inputs_are_validated(skewed):
         _tok("pq", n_subspaces=3).fit(skewed)
     with pytest.raises(TypeError, match="unknown option"):
         build_tokenizer("rkmeans", n_level=3)
+    with pytest.raises(ValueError, match="loss_weights"):
+        build_tokenizer("rqvae", loss_weights={"recon": 1.0, "kl": 0.1})
     with pytest.raises(KeyError, match="unknown tokenizer"):
         build_tokenizer("vqvae")
     with pytest.raises(RuntimeError, match="not fitted"):

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from sidrec.features.embeddings import ItemEmbeddings
 from sidrec.io import write_json

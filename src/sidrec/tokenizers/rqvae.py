@@ -6,6 +6,7 @@ invertible transform around the quantizer; the training loop (`RQVAE._fit`) is s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -64,6 +65,21 @@ class RQVAEModel(nn.Module):
         return codes, {"recon": F.mse_loss(x_hat, x), "quant": q_loss, **self.aux_losses(z, d)}
 
 
+LOSS_TERMS = ("recon", "quant", "consistency")  # consistency: NU-RQ-VAE only
+
+
+@contextlib.contextmanager
+def _flush_denormals():
+    """Training on unit-norm text embeddings drives Adam's second moments into denormal floats, which
+    make CPU steps ~2x slower; flush them to zero while fitting (restored afterwards)."""
+    changed = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if changed:
+            torch.set_flush_denormal(False)
+
+
 def _collision_rate(codes: torch.Tensor) -> float:
     return 1.0 - torch.unique(codes, dim=0).shape[0] / max(len(codes), 1)
 
@@ -99,6 +115,9 @@ class RQVAE(Tokenizer):
         super().__init__(**options)
         if self.options["select"] not in ("last", "collisions"):
             raise ValueError(f"select must be 'last' or 'collisions', got {self.options['select']!r}")
+        unknown = set(self.options["loss_weights"]) - set(LOSS_TERMS)
+        if unknown:
+            raise ValueError(f"loss_weights: unknown term(s) {sorted(unknown)}; valid: {list(LOSS_TERMS)}")
         self.model: RQVAEModel | None = None
         self.history: list[dict[str, float]] = []
         self.best_epoch = -1
@@ -120,13 +139,17 @@ class RQVAE(Tokenizer):
             return torch.cat([fn(part.to(device)).cpu() for part in x.split(chunk)])
 
     def _fit(self, x: torch.Tensor) -> None:
+        with _flush_denormals():
+            self._train(x)
+
+    def _train(self, x: torch.Tensor) -> None:
         o = self.options
         device = torch.device(o["device"])
         gen = torch.Generator().manual_seed(int(o["seed"]))
         model = self.model = self._build_model(x.shape[1]).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=o["lr"], weight_decay=o["weight_decay"])
         n, bs = len(x), min(int(o["batch_size"]), len(x))
-        weights = {"recon": 1.0, "quant": 1.0, "consistency": 1.0, **o["loss_weights"]}
+        weights = {**dict.fromkeys(LOSS_TERMS, 1.0), **o["loss_weights"]}
         quant_kw = {k: o[k] for k in ("sinkhorn_last", "sinkhorn_epsilon", "sinkhorn_iters")}
         if o["kmeans_init"]:
             first = x[torch.randperm(n, generator=gen)[: max(bs, o["codebook_size"])]].to(device)
