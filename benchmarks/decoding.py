@@ -26,7 +26,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 
 from sidrec.io import atomic_path, write_json  # noqa: E402
-from sidrec.models.tiger import TIGER, TigerConfig  # noqa: E402
+from sidrec.models import build_model  # noqa: E402
 from sidrec.tokenizers.semantic_ids import SemanticIDs  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -88,7 +88,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(args.seed)
     sids = random_catalogue(args.n_items, 3, 256, g)
     torch.manual_seed(args.seed)
-    model = TIGER(sids, TigerConfig.preset("paper")).eval()
+    model = build_model("tiger", {"preset": "paper"}, sids.n_items, sids=sids).eval()
     hf = model.to_hf()
     n_params = sum(p.numel() for p in model.parameters())
     n_users = max(args.batch * args.big_batches, args.b1_users)

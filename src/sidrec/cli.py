@@ -88,7 +88,7 @@ def train(config: str = typer.Argument(..., help="preset name or YAML file"),
     cfg = _config(config, overrides)
     out.mkdir(parents=True, exist_ok=True)
     pipeline.save_config(cfg, out / "config.yaml")
-    _, summary = pipeline.train(cfg, pipeline.prepare(cfg, out), out, resume=resume)
+    _, summary = pipeline.train(cfg, pipeline.build_artifacts(cfg, out), out, resume=resume)
     console.print({k: v for k, v in summary.items() if k != "history"})
 
 

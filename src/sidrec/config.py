@@ -69,11 +69,22 @@ class AlgorithmSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class CollaborativeConfig(Section):
+    """The sequential model whose item embeddings are the collaborative signal (CARD's neighbours)."""
+
+    model: AlgorithmSpec = Field(default_factory=lambda: AlgorithmSpec(name="sasrec"))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=50, patience=3))
+
+
 class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
+    collaborative: CollaborativeConfig | None = Field(None, description="train a collaborative model first")
+    embed: AlgorithmSpec | None = Field(None, description="item encoder: text, image, card, fusion, collaborative")
+    tokenize: AlgorithmSpec | None = Field(None, description="tokenizer name, its options and `resolution`")
     model: AlgorithmSpec = Field(default_factory=lambda: AlgorithmSpec(name="popularity"))
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    cache_dir: str = Field(".cache/sidrec/stages", description="reusable stage artifacts, keyed by their inputs")
 
 
 class ConfigError(ValueError):

@@ -2,20 +2,32 @@
 
     RUN_DIR/config.yaml      the resolved configuration
     RUN_DIR/dataset.json     dataset statistics and where its cache lives
+    RUN_DIR/collaborative/   collaborative model + item_embeddings.safetensors   (if configured)
+    RUN_DIR/embed/           embeddings.safetensors                              (if configured)
+    RUN_DIR/tokenize/        tokenizer/, sids.safetensors, sids_report.json, plots (if configured)
     RUN_DIR/model/           model.json + model.safetensors
     RUN_DIR/checkpoints/     trainer state for --resume
     RUN_DIR/train.json       per-epoch losses and validation metrics
     RUN_DIR/metrics.json     {"valid": .., "test": .., "seconds": .., "config": ..}
     RUN_DIR/report.md        the results table
 
+Stages before the model are keyed by a fingerprint of their configuration and inputs and kept in
+`cache_dir`: a second run that only changes the generator reuses embeddings and semantic IDs.
 Validation picks the model; the test split is read once, at the end.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import yaml
@@ -24,8 +36,11 @@ from sidrec.config import RunConfig
 from sidrec.data import Dataset, load_dataset
 from sidrec.evaluation import evaluate
 from sidrec.evaluation.report import results_table
+from sidrec.features import ItemEmbeddings, build_encoder
 from sidrec.io import atomic_path, read_json, write_json
 from sidrec.models import Recommender, build_model
+from sidrec.tokenizers import SemanticIDs
+from sidrec.tokenizers.api import SIDS_FILE, tokenize
 from sidrec.training import Trainer
 from sidrec.training.distributed import rank_and_world
 
@@ -44,18 +59,125 @@ def prepare(config: RunConfig, run_dir: Path | None = None) -> Dataset:
     return dataset
 
 
-def train(config: RunConfig, dataset: Dataset, run_dir: Path, resume: bool = False) -> tuple[Recommender, dict]:
-    """Build the configured model and fit it; validation NDCG@10 selects the epoch."""
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model.name, config.model.options(), dataset.n_items)
+@dataclass
+class Artifacts:
+    """What the stages before the model produced, and fingerprints of how."""
+
+    dataset: Dataset
+    fingerprint: str
+    collaborative: ItemEmbeddings | None = None
+    embeddings: ItemEmbeddings | None = None
+    sids: SemanticIDs | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_stage(name: str, key: str, config: RunConfig, run_dir: Path, build: Callable[[Path], None]) -> Path:
+    """Build a stage's folder once per fingerprint (atomically, in the cache); rank 0 copies it into the run."""
+    cache = Path(config.cache_dir) / f"{name}-{key}"
+    if not (cache / "stage.json").exists():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache.parent))
+        try:
+            start = time.perf_counter()
+            build(tmp)
+            write_json(tmp / "stage.json", {"stage": name, "fingerprint": key,
+                                            "seconds": round(time.perf_counter() - start, 3)})
+            if cache.exists():
+                shutil.rmtree(cache)
+            os.replace(tmp, cache)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        log.info("stage %s: reusing %s", name, cache)
+    target = run_dir / name
+    if rank_and_world()[0] == 0 and not (target.exists() and read_json(target / "stage.json") == read_json(cache / "stage.json")):
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(cache, target)
+    return cache
+
+
+def fit_model(model: Recommender, dataset: Dataset, train_config, eval_config, out_dir: Path | None,
+              resume: bool = False) -> dict:
+    """Fit popularity-style models in closed form, the rest with the trainer under early stopping."""
     start = time.perf_counter()
     if hasattr(model, "fit_counts"):
         model.fit_counts(dataset.item_popularity())
-        summary = {"train_seconds": round(time.perf_counter() - start, 3)}
-    else:
-        trainer = Trainer(model, config.train, run_dir)
-        summary = trainer.fit(model.make_batches(dataset, config.train.batch_size),
-                              lambda m: evaluate(m, dataset, "valid", config.eval), resume=resume)
+        return {"train_seconds": round(time.perf_counter() - start, 3)}
+    trainer = Trainer(model, train_config, out_dir)
+    return trainer.fit(model.make_batches(dataset, train_config.batch_size),
+                       lambda m: evaluate(m, dataset, "valid", eval_config), resume=resume)
+
+
+def collaborative_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
+    """Train the collaborative model on the training split; keep its item embeddings."""
+    section = config.collaborative
+    key = fingerprint("collaborative", art.fingerprint, section.model_dump(mode="json"))
+
+    def build(folder: Path) -> None:
+        torch.manual_seed(section.train.seed)
+        model = build_model(section.model.name, section.model.options(), art.dataset.n_items)
+        summary = fit_model(model, art.dataset, section.train, config.eval, None)
+        model.save(folder / "model")
+        write_json(folder / "train.json", summary)
+        ItemEmbeddings(model.item_embeddings().detach(), f"collaborative:{section.model.name}",
+                       {"best_valid_ndcg@10": summary.get("best_valid_ndcg@10")}).save(folder / "item_embeddings.safetensors")
+
+    folder = cached_stage("collaborative", key, config, run_dir, build)
+    art.collaborative = ItemEmbeddings.load(folder / "item_embeddings.safetensors")
+    art.fingerprint = key
+
+
+def embed_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
+    key = fingerprint("embed", art.fingerprint, config.embed.model_dump(mode="json"))
+
+    def build(folder: Path) -> None:
+        encoder = build_encoder(config.embed.name, **config.embed.options())
+        encoder.encode(art.dataset.items, collaborative=art.collaborative).save(folder / "embeddings.safetensors")
+
+    folder = cached_stage("embed", key, config, run_dir, build)
+    art.embeddings = ItemEmbeddings.load(folder / "embeddings.safetensors")
+    art.fingerprint = key
+
+
+def tokenize_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
+    if art.embeddings is None:
+        raise ValueError("a `tokenize` section needs an `embed` section to tokenize")
+    key = fingerprint("tokenize", art.fingerprint, config.tokenize.model_dump(mode="json"))
+    options = config.tokenize.options()
+    resolution = options.pop("resolution", "dedup")
+
+    def build(folder: Path) -> None:
+        tokenize(art.embeddings, config.tokenize.name, resolution=resolution, options=options, out_dir=folder)
+
+    folder = cached_stage("tokenize", key, config, run_dir, build)
+    art.sids = SemanticIDs.load(folder / SIDS_FILE)
+    art.fingerprint = key
+
+
+def build_artifacts(config: RunConfig, run_dir: Path) -> Artifacts:
+    """Every stage before the model, each reused from cache when its inputs are unchanged."""
+    dataset = prepare(config, run_dir if rank_and_world()[0] == 0 else None)
+    art = Artifacts(dataset, fingerprint("data", config.data.model_dump(exclude={"cache_dir", "data_dir"}),
+                                         dataset.stats()))
+    for name, needed, stage in (("collaborative", config.collaborative, collaborative_stage),
+                                ("embed", config.embed, embed_stage), ("tokenize", config.tokenize, tokenize_stage)):
+        if needed is not None:
+            start = time.perf_counter()
+            stage(config, art, run_dir)
+            art.seconds[name] = round(time.perf_counter() - start, 3)
+    return art
+
+
+def train(config: RunConfig, art: Artifacts, run_dir: Path, resume: bool = False) -> tuple[Recommender, dict]:
+    """Build the configured model on the upstream artifacts and fit it; validation NDCG@10 selects the epoch."""
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model.name, config.model.options(), art.dataset.n_items,
+                        sids=art.sids, embeddings=art.embeddings)
+    summary = fit_model(model, art.dataset, config.train, config.eval, run_dir, resume)
     if rank_and_world()[0] == 0:
         model.save(run_dir / "model")
         write_json(run_dir / "train.json", summary)
@@ -70,14 +192,15 @@ def run(config: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-    dataset = prepare(config, run_dir if rank == 0 else None)
-    model, summary = train(config, dataset, run_dir, resume=resume)
+    art = build_artifacts(config, run_dir)
+    model, summary = train(config, art, run_dir, resume=resume)
     metrics = {
         "model": config.model.name,
-        "dataset": dataset.name,
-        "valid": evaluate(model, dataset, "valid", config.eval),
-        "test": evaluate(model, dataset, "test", config.eval),
+        "dataset": art.dataset.name,
+        "valid": evaluate(model, art.dataset, "valid", config.eval),
+        "test": evaluate(model, art.dataset, "test", config.eval),
         "train": {k: v for k, v in summary.items() if k != "history"},
+        "stage_seconds": art.seconds,
         "seconds": round(time.perf_counter() - start, 3),
         "seed": config.train.seed,
         "config": config.model_dump(mode="json"),

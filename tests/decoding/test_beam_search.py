@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sidrec.decoding import constrained_beam_search, exact_item_scores, exact_top_k
-from sidrec.models.tiger import TIGER, TigerConfig
+from sidrec.models import TIGER, build_model
 from sidrec.tokenizers.semantic_ids import SemanticIDs
 
 SIZES = [6, 5, 3]
@@ -14,7 +14,8 @@ def tiny_model(seed: int = 0, n: int = 70, first_codes_used: int = SIZES[0]) -> 
     codes = torch.unique(torch.stack([torch.randint(0, s, (n,), generator=g) for s in used], 1), dim=0)
     codes = codes[torch.randperm(len(codes), generator=g)]
     torch.manual_seed(seed)
-    return TIGER(SemanticIDs(codes, SIZES), TigerConfig.preset("small", dropout=0.0)).eval()
+    sids = SemanticIDs(codes, SIZES)
+    return build_model("tiger", {"preset": "small", "dropout": 0.0}, sids.n_items, sids=sids).eval()
 
 
 def histories(model: TIGER, seed: int = 0) -> torch.Tensor:

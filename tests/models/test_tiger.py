@@ -3,6 +3,8 @@ import json
 import pytest
 import torch
 
+from sidrec.io import ArtifactError
+from sidrec.models import Recommender, build_model
 from sidrec.models.tiger import TIGER, TigerConfig, relative_position_buckets, tiger_batches
 from sidrec.tokenizers.semantic_ids import SemanticIDs
 
@@ -15,7 +17,7 @@ def catalogue(n: int = 40, sizes=(5, 4, 4), seed: int = 0) -> SemanticIDs:
 
 def tiny(sids: SemanticIDs, **overrides) -> TIGER:
     torch.manual_seed(0)
-    return TIGER(sids, TigerConfig.preset("small", **{"dropout": 0.0, **overrides})).eval()
+    return build_model("tiger", {"preset": "small", "dropout": 0.0, **overrides}, sids.n_items, sids=sids).eval()
 
 
 def test_all_prefixes_batches_cover_every_prefix_with_correct_windows():
@@ -89,15 +91,15 @@ def test_save_load_round_trip_gives_identical_recommendations(tmp_path):
     hist = torch.tensor([[1, 2, 3, 4], [7, -1, -1, -1]])
     before = model.recommend(hist, 5)
     model.save(tmp_path)
-    loaded = TIGER.load(tmp_path)
-    assert loaded.config == model.config
+    loaded = Recommender.load(tmp_path)
+    assert isinstance(loaded, TIGER) and loaded.config == model.config
     after = loaded.recommend(hist, 5)
     assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
-    meta = json.loads((tmp_path / "config.json").read_text())
-    meta["model"] = "sasrec"
-    (tmp_path / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(Exception, match="'model'"):
-        TIGER.load(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["name"] = "sasrec"
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="do not match"):
+        Recommender.load(tmp_path)
 
 
 def test_recommend_batches_chunks_consistently_and_uses_only_the_last_items():
@@ -115,7 +117,7 @@ def test_recommend_batches_chunks_consistently_and_uses_only_the_last_items():
 def test_duplicate_codes_are_refused():
     sids = SemanticIDs(torch.tensor([[0, 1], [0, 1]]), [2, 2])
     with pytest.raises(ValueError, match="not unique"):
-        TIGER(sids, TigerConfig.preset("small"))
+        build_model("tiger", {}, 2, sids=sids)
 
 
 def test_presets_and_config_validation():

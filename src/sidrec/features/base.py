@@ -32,6 +32,7 @@ ENCODERS: dict[str, str | Callable[..., "ItemEncoder"]] = {
     "image": "sidrec.features.image:ImageEncoder",
     "card": "sidrec.features.card:CardEncoder",
     "fusion": "sidrec.features.fusion:FusionEncoder",
+    "collaborative": "sidrec.features.collaborative:CollaborativeEncoder",
 }
 
 

@@ -3,5 +3,6 @@
 from sidrec.models.base import MODELS, Recommender, build_model
 from sidrec.models.popularity import Popularity
 from sidrec.models.sasrec import SASRec
+from sidrec.models.tiger import TIGER
 
-__all__ = ["MODELS", "Popularity", "Recommender", "SASRec", "build_model"]
+__all__ = ["MODELS", "Popularity", "Recommender", "SASRec", "TIGER", "build_model"]

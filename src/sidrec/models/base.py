@@ -9,9 +9,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from sidrec.features.embeddings import ItemEmbeddings
 from sidrec.io import ArtifactError, load_tensors, read_json, save_tensors, write_json
+from sidrec.tokenizers.semantic_ids import SemanticIDs
 
 MODELS: dict[str, type["Recommender"]] = {}
+# Upstream artifacts a model may need, saved beside its weights so a model directory stands alone.
+CONTEXT_FILES = {"sids": ("sids.safetensors", SemanticIDs), "embeddings": ("embeddings.safetensors", ItemEmbeddings)}
 
 
 class ModelOptions(BaseModel):
@@ -28,6 +32,7 @@ class Recommender(nn.Module):
 
     name: ClassVar[str]
     Options: ClassVar[type[ModelOptions]] = ModelOptions
+    needs: ClassVar[tuple[str, ...]] = ()  # upstream artifacts: "sids", "embeddings"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -48,6 +53,8 @@ class Recommender(nn.Module):
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
+        for need in self.needs:
+            getattr(self, need).save(directory / CONTEXT_FILES[need][0])
         save_tensors(directory / "model.safetensors", self.state_dict())
         write_json(directory / "model.json", {"name": self.name, "options": self.options.model_dump(),
                                               **self.init_args()})
@@ -59,8 +66,12 @@ class Recommender(nn.Module):
         model_cls = MODELS.get(spec.pop("name", None))
         if model_cls is None:
             raise ArtifactError(f"{directory}/model.json: unknown model name")
-        options = model_cls.Options.model_validate(spec.pop("options"))
-        model = model_cls(options, **spec)
+        try:
+            options = model_cls.Options.model_validate(spec.pop("options"))
+        except ValidationError as exc:
+            raise ArtifactError(f"{directory}/model.json: options do not match model {model_cls.name!r} ({exc})") from exc
+        context = {need: CONTEXT_FILES[need][1].load(directory / CONTEXT_FILES[need][0]) for need in model_cls.needs}
+        model = model_cls(options, **spec, **context)
         state = load_tensors(directory / "model.safetensors")
         try:
             model.load_state_dict(state)
@@ -78,7 +89,11 @@ def build_model(name: str, options: dict, n_items: int, **context: Any) -> Recom
     except ValidationError as exc:
         problems = "; ".join(f"model.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(problems) from exc
-    return cls(parsed, n_items, **context)
+    missing = [need for need in cls.needs if context.get(need) is None]
+    if missing:
+        stage = {"sids": "a `tokenize` section", "embeddings": "an `embed` section"}
+        raise ValueError(f"model {name!r} needs {' and '.join(stage[m] for m in missing)} in its config")
+    return cls(parsed, n_items, **{need: context[need] for need in cls.needs})
 
 
 def truncate_histories(histories: torch.Tensor, max_len: int) -> torch.Tensor:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +21,10 @@ from torch import nn
 
 from sidrec.decoding.beam_search import constrained_beam_search
 from sidrec.decoding.trie import SIDTrie
-from sidrec.io import ArtifactError, load_tensors, read_json, save_tensors, write_json
+from pydantic import Field
+
+from sidrec.data import Dataset
+from sidrec.models.base import ModelOptions, Recommender
 from sidrec.tokenizers.semantic_ids import SemanticIDs
 
 PAD, EOS = 0, 1  # reserved token ids of SemanticIDs; PAD doubles as T5's decoder start token
@@ -230,12 +232,41 @@ class TigerDecodeState:
         self.beams = parents.shape[1]
 
 
-class TIGER(nn.Module):
+class TigerOptions(ModelOptions):
+    """A preset plus optional overrides of any `TigerConfig` field, and how to train and decode."""
+
+    preset: Literal["paper", "small"] = "small"
+    n_encoder_layers: int | None = None
+    n_decoder_layers: int | None = None
+    d_model: int | None = None
+    n_heads: int | None = None
+    d_kv: int | None = None
+    d_ff: int | None = None
+    dropout: float | None = None
+    max_history: int | None = Field(None, description="history items read (paper: 20)")
+    rel_buckets: int | None = None
+    rel_max_distance: int | None = None
+    norm_eps: float | None = None
+    sample_mode: Literal["all_prefixes", "sampled_prefix"] = "all_prefixes"
+    beam_width: int = Field(DEFAULT_BEAM_WIDTH, ge=1, description="beams kept (>= the k asked for)")
+
+    def network(self) -> TigerConfig:
+        overrides = {f.name: getattr(self, f.name) for f in fields(TigerConfig) if getattr(self, f.name) is not None}
+        return TigerConfig.preset(self.preset, **overrides)
+
+
+class TIGER(Recommender):
     """Generative recommender over semantic IDs; `recommend` runs trie-constrained beam search."""
 
-    def __init__(self, sids: SemanticIDs, config: TigerConfig | None = None):
-        super().__init__()
-        self.config = cfg = config or TigerConfig()
+    name = "tiger"
+    Options = TigerOptions
+    needs = ("sids",)
+
+    def __init__(self, options: TigerOptions, n_items: int, sids: SemanticIDs):
+        super().__init__(options, n_items)
+        if sids.n_items != n_items:
+            raise ValueError(f"semantic IDs cover {sids.n_items} items but the dataset has {n_items}")
+        self.config = cfg = options.network()
         self.sids = sids
         self.trie = SIDTrie.from_semantic_ids(sids)  # raises if two items share a code
         self.register_buffer("item_tokens", sids.tokens(), persistent=False)
@@ -264,10 +295,6 @@ class TIGER(nn.Module):
             elif isinstance(module, _FeedForward):
                 nn.init.normal_(module.wi.weight, std=cfg.d_model**-0.5)
                 nn.init.normal_(module.wo.weight, std=cfg.d_ff**-0.5)
-
-    @property
-    def n_items(self) -> int:
-        return self.sids.n_items
 
     @property
     def n_levels(self) -> int:
@@ -356,12 +383,18 @@ class TIGER(nn.Module):
         state.length = t + 1
         return torch.log_softmax(self._logits(x[:, :, 0]), dim=-1)
 
+    def make_batches(self, dataset: Dataset, batch_size: int):
+        """Training samples from the training split only (`options.sample_mode`)."""
+        items, offsets = dataset.train_sequences()
+        return tiger_batches((offsets, items), self.sids.tokens(), batch_size=batch_size,
+                             mode=self.options.sample_mode, max_history=self.config.max_history)
+
     @torch.no_grad()
     def recommend(
         self, histories: torch.Tensor, k: int, *, beam_width: int | None = None, batch_size: int = 256
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k items `[B, k]` and their log-probabilities (SID tokens + eos), best first."""
-        width = beam_width if beam_width is not None else max(k, DEFAULT_BEAM_WIDTH)
+        width = beam_width if beam_width is not None else max(k, self.options.beam_width)
         was_training = self.training
         self.eval()
         self.trie.to(self.item_tokens.device)
@@ -373,30 +406,6 @@ class TIGER(nn.Module):
         finally:
             self.train(was_training)
         return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
-
-    # ----- persistence --------------------------------------------------------------------
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        self.sids.save(directory / "sids.safetensors")
-        save_tensors(directory / "model.safetensors", self.state_dict())
-        write_json(directory / "config.json", {"model": "tiger", "config": asdict(self.config)})
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "TIGER":
-        directory = Path(directory)
-        meta = read_json(directory / "config.json")
-        if meta.get("model") != "tiger":
-            raise ArtifactError(f"{directory / 'config.json'}: field 'model' is {meta.get('model')!r}, expected 'tiger'")
-        try:
-            config = TigerConfig(**meta["config"])
-        except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"{directory / 'config.json'}: invalid 'config' field ({exc})") from exc
-        model = cls(SemanticIDs.load(directory / "sids.safetensors"), config)
-        try:
-            model.load_state_dict(load_tensors(directory / "model.safetensors"))
-        except RuntimeError as exc:
-            raise ArtifactError(f"{directory / 'model.safetensors'}: weights do not match config.json ({exc})") from exc
-        return model
 
     # ----- Hugging Face export ------------------------------------------------------------
     def to_hf(self):
