@@ -177,7 +177,7 @@ class MHQ(Tokenizer):
         "codebook_size": 256,
         "proj_dim": None,
         "epochs": 30,
-        "batch_size": 1024,
+        "batch_size": 256,  # small batches: the projection needs steps to rebalance the views
         "lr": 1e-2,
         "beta": 0.25,
         "ema_decay": 0.99,
