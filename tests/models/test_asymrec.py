@@ -78,7 +78,10 @@ def test_exact_scores_are_sums_of_code_log_probs_and_beam_agrees(cyclic_dataset)
     assert torch.allclose(small_chunks.eval().item_scores(histories), scores, atol=1e-6)
 
     exact_items, exact_scores = model.recommend(histories, 5)
-    beam_items, beam_scores = model.beam_top_k(histories, 5, beam_width=ds.n_items)  # exhaustive beam
+    beam_model = build_model("asymrec", {**SMALL, "decode": "beam", "beam_width": ds.n_items}, ds.n_items,
+                             embeddings=vectors, sids=sids)
+    beam_model.load_state_dict(model.state_dict())
+    beam_items, beam_scores = beam_model.eval().recommend(histories, 5)  # exhaustive beam
     assert torch.equal(beam_items, exact_items)
     assert torch.allclose(beam_scores, exact_scores, atol=1e-5)
     narrow_items, narrow_scores = model.beam_top_k(histories, 3, beam_width=4)
@@ -102,16 +105,17 @@ def test_ablations_train_and_regression_rank_by_dot_product(cyclic_dataset):
     assert torch.allclose(reg.item_scores(histories), expected, atol=1e-5)
     with pytest.raises(ValueError, match="discrete targets"):
         reg.beam_top_k(histories, 3)
+    with pytest.raises(ValueError, match="model.decode='beam' needs discrete targets"):
+        build_model("asymrec", {**SMALL, "targets": "regression", "decode": "beam"}, ds.n_items,
+                    embeddings=vectors, sids=toy_items(ds.n_items)[1])
 
 
-def test_missing_context_and_effective_rank():
+def test_bad_context_and_effective_rank():
     options = AsymRecOptions(**SMALL)
-    with pytest.raises(ValueError, match="needs item embeddings"):
-        AsymRec(options, 10, sids=toy_items(10)[1])
-    with pytest.raises(ValueError, match="needs semantic IDs"):
-        AsymRec(options, 10, embeddings=torch.zeros(10, 4))
-    with pytest.raises(ValueError, match="one row per item"):
-        build_model("asymrec", SMALL, 10, embeddings=torch.zeros(9, 4), sids=toy_items(10)[1])
+    with pytest.raises(ValueError, match=r"embeddings: expected ItemEmbeddings or a tensor \[n_items=10, d\], got \(9, 4\)"):
+        AsymRec(options, 10, embeddings=torch.zeros(9, 4), sids=toy_items(10)[1])
+    with pytest.raises(ValueError, match="sids: expected SemanticIDs with one row per item"):
+        AsymRec(options, 10, embeddings=torch.zeros(10, 4), sids=toy_items(9)[1])
     g = torch.Generator().manual_seed(0)
     full = torch.randn(500, 8, generator=g)
     line = torch.randn(500, 1, generator=g) * torch.ones(1, 8)

@@ -14,7 +14,7 @@ product: the continuous-target setting whose hidden states `last_states` shows c
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from sidrec.decoding.trie import SIDTrie
+from sidrec.features.embeddings import ItemEmbeddings
 from sidrec.models.base import ModelOptions, Recommender, scores_top_k, truncate_histories
 from sidrec.models.sasrec import SASRec
 from sidrec.tokenizers.semantic_ids import SemanticIDs
@@ -81,30 +82,35 @@ def effective_rank(states: torch.Tensor) -> float:
 class AsymRec(Recommender):
     name = "asymrec"
     Options = AsymRecOptions
-    needs = ("embeddings", "sids")  # build_model context; an ablation may leave one unused
+    needs = ("embeddings", "sids")
     make_batches = SASRec.make_batches  # same whole-sequence windows: every position predicts its next item
 
-    def __init__(self, options: AsymRecOptions, n_items: int, embeddings: Any = None,
-                 sids: SemanticIDs | None = None, *, input_dim: int | None = None,
-                 codebook_sizes: list[int] | None = None) -> None:
-        """`embeddings` ([n_items, d] or ItemEmbeddings) feed MSP / regression; `sids` give the code targets
-        (or SID inputs). `input_dim` / `codebook_sizes` allocate empty buffers instead (used by `load`)."""
+    def __init__(self, options: AsymRecOptions, n_items: int, embeddings: ItemEmbeddings | torch.Tensor,
+                 sids: SemanticIDs) -> None:
+        """`embeddings` ([n_items, d]) feed MSP / regression; `sids` give the code targets (or SID inputs).
+        Both are kept (and saved beside the weights by `save`), even when an ablation leaves one unused."""
         super().__init__(options, n_items)
         o = options
         if o.hidden % o.heads:
             raise ValueError(f"model.hidden ({o.hidden}) must be divisible by model.heads ({o.heads})")
-        self.uses_vectors = o.inputs == "msp" or o.targets == "regression"
-        self.uses_codes = o.inputs == "sid" or o.targets == "mhq"
-        vectors = self._vectors(embeddings, input_dim)
-        codes, sizes = self._codes(sids, codebook_sizes)
-        self.codebook_sizes = sizes
-        if self.uses_vectors:
-            self.register_buffer("item_vectors", vectors)
-        if self.uses_codes:
-            self.register_buffer("item_codes", codes)
-            self.register_buffer("code_offsets", torch.tensor([0, *sizes[:-1]]).cumsum(0), persistent=False)
+        if o.decode == "beam" and o.targets != "mhq":
+            raise ValueError("model.decode='beam' needs discrete targets (model.targets='mhq')")
+        vectors = getattr(embeddings, "vectors", embeddings)
+        if not isinstance(vectors, torch.Tensor) or vectors.ndim != 2 or vectors.shape[0] != n_items:
+            got = tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(embeddings).__name__
+            raise ValueError(f"embeddings: expected ItemEmbeddings or a tensor [n_items={n_items}, d], got {got}")
+        if not isinstance(embeddings, ItemEmbeddings):
+            embeddings = ItemEmbeddings(vectors.detach().cpu(), "tensor")
+        if not isinstance(sids, SemanticIDs) or sids.n_items != n_items:
+            raise ValueError(f"sids: expected SemanticIDs with one row per item ({n_items}), got "
+                             f"{getattr(sids, 'n_items', type(sids).__name__)}")
+        self.embeddings, self.sids = embeddings, sids
+        sizes = self.codebook_sizes = [int(k) for k in sids.codebook_sizes]
+        self.register_buffer("item_vectors", embeddings.vectors.clone(), persistent=False)
+        self.register_buffer("item_codes", sids.codes.clone(), persistent=False)
+        self.register_buffer("code_offsets", torch.tensor([0, *sizes[:-1]]).cumsum(0), persistent=False)
         if o.inputs == "msp":
-            self.msp = MultiExpertProjection(vectors.shape[1], o.expert_hidden, o.hidden, o.experts)
+            self.msp = MultiExpertProjection(embeddings.dim, o.expert_hidden, o.hidden, o.experts)
         else:
             self.code_embedding = nn.Embedding(sum(sizes), o.hidden)
         self.position_embedding = nn.Embedding(o.max_len, o.hidden)
@@ -120,42 +126,9 @@ class AsymRec(Recommender):
             self.code_bias = nn.Parameter(torch.zeros(len(sizes), k_max))
             self.register_buffer("code_mask", torch.arange(k_max) >= torch.tensor(sizes)[:, None], persistent=False)
         else:
-            self.regression_head = nn.Linear(o.hidden, vectors.shape[1])
+            self.regression_head = nn.Linear(o.hidden, embeddings.dim)
         self.apply(self._init_weights)
         self._trie: SIDTrie | None = None
-
-    # ----- construction helpers --------------------------------------------------------------------
-    def _vectors(self, embeddings: Any, input_dim: int | None) -> torch.Tensor:
-        if not self.uses_vectors:
-            return torch.zeros(0, 0)
-        if embeddings is None:
-            if input_dim is None:
-                raise ValueError(f"asymrec (inputs={self.options.inputs}, targets={self.options.targets}) needs "
-                                 "item embeddings: pass embeddings=ItemEmbeddings or a [n_items, d] tensor")
-            return torch.zeros(self.n_items, input_dim)
-        vectors = torch.as_tensor(getattr(embeddings, "vectors", embeddings), dtype=torch.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != self.n_items:
-            raise ValueError(f"embeddings: expected [{self.n_items}, d] (one row per item), got {tuple(vectors.shape)}")
-        return vectors.detach().clone()
-
-    def _codes(self, sids: SemanticIDs | None, codebook_sizes: list[int] | None) -> tuple[torch.Tensor, list[int]]:
-        if not self.uses_codes:
-            return torch.zeros(0, 0, dtype=torch.long), []
-        if sids is None:
-            if not codebook_sizes:
-                raise ValueError(f"asymrec (inputs={self.options.inputs}, targets={self.options.targets}) needs "
-                                 "semantic IDs: pass sids=SemanticIDs (e.g. from the mhq tokenizer)")
-            return torch.zeros(self.n_items, len(codebook_sizes), dtype=torch.long), [int(k) for k in codebook_sizes]
-        if not isinstance(sids, SemanticIDs):
-            raise TypeError(f"sids: expected SemanticIDs, got {type(sids).__name__}")
-        if sids.n_items != self.n_items:
-            raise ValueError(f"sids: {sids.n_items} rows for a catalogue of {self.n_items} items")
-        return sids.codes.clone(), [int(k) for k in sids.codebook_sizes]
-
-    def init_args(self) -> dict:
-        return {"n_items": self.n_items,
-                "input_dim": int(self.item_vectors.shape[1]) if self.uses_vectors else None,
-                "codebook_sizes": self.codebook_sizes}
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -226,7 +199,8 @@ class AsymRec(Recommender):
 
     @property
     def trie(self) -> SIDTrie:
-        if self._trie is None:
+        """Prefix trie of the item code table (built on first use; codes must be unique, e.g. dedup-resolved)."""
+        if self._trie is None or self._trie.children[0].device != self.item_codes.device:
             self._trie = SIDTrie(self.item_codes.cpu(), self.codebook_sizes).to(self.item_codes.device)
         return self._trie
 
@@ -256,6 +230,6 @@ class AsymRec(Recommender):
         return nodes[:, :k], scores[:, :k]  # topk keeps beams sorted, best first
 
     def recommend(self, histories: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.options.decode == "beam" and self.options.targets == "mhq":
+        if self.options.decode == "beam":
             return self.beam_top_k(histories, k)
         return scores_top_k(self.item_scores(histories), k)
