@@ -7,6 +7,8 @@ capacity 1/K) in the log domain, then gives each item the codeword carrying most
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -14,10 +16,12 @@ def sinkhorn_plan(cost: torch.Tensor, *, epsilon: float = 0.01, n_iters: int = 5
     """Log transport plan `[n, K]` for `cost [n, K]` (rescaled to [0, 1] so `epsilon` is scale-free).
 
     Entries of `cost` that are +inf are forbidden (zero mass) as long as a row keeps a finite entry.
+    Runs in the dtype of `cost` (float32 is enough in the log domain and twice as fast as float64).
     """
     if cost.ndim != 2 or cost.shape[0] == 0 or cost.shape[1] == 0:
         raise ValueError(f"sinkhorn: cost must be a non-empty [n, K] matrix, got shape {tuple(cost.shape)}")
-    cost = cost.double()
+    if cost.dtype not in (torch.float32, torch.float64):
+        cost = cost.float()
     finite = torch.isfinite(cost)
     if not finite.any(dim=1).all():
         raise ValueError("sinkhorn: some row has no finite cost (no allowed codeword)")
@@ -25,8 +29,8 @@ def sinkhorn_plan(cost: torch.Tensor, *, epsilon: float = 0.01, n_iters: int = 5
     scaled = torch.where(finite, (cost - lo) / (hi - lo).clamp_min(1e-12), torch.inf)
     log_k = -scaled / epsilon
     n, k = cost.shape
-    log_a = torch.full((n,), -torch.log(torch.tensor(float(n), dtype=torch.float64)), dtype=torch.float64, device=cost.device)
-    log_b = torch.full((k,), -torch.log(torch.tensor(float(k), dtype=torch.float64)), dtype=torch.float64, device=cost.device)
+    log_a = torch.full((n,), -math.log(n), dtype=cost.dtype, device=cost.device)
+    log_b = torch.full((k,), -math.log(k), dtype=cost.dtype, device=cost.device)
     f = torch.zeros_like(log_a)
     g = torch.zeros_like(log_b)
     for _ in range(n_iters):
