@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
 from typing import Optional
 
 import click
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from sidrec import pipeline
-from sidrec.config import ConfigError, RunConfig, load_config
+from sidrec.config import AlgorithmSpec, ConfigError, RunConfig, load_config
 from sidrec.data import DATASETS, DataFormatError, load_dataset
 from sidrec.evaluation import evaluate
 from sidrec.evaluation.report import results_table
@@ -102,6 +104,97 @@ def evaluate_command(run_dir: Path = typer.Argument(..., help="run directory mad
     metrics = evaluate(model, dataset, split, eval_config, progress=True)
     write_json(run_dir / f"eval_{split}.json", metrics)
     console.print(metrics)
+
+
+def _run_dir_config(run_dir: Path, config: Optional[str], overrides: Optional[list[str]],
+                    section: str, name: Optional[str]) -> RunConfig:
+    """The run directory's own config (else a preset), with `section` switched to algorithm `name`."""
+    source = run_dir / "config.yaml" if (run_dir / "config.yaml").exists() and not config else None
+    cfg = load_config(source or (resolve_preset(config) if config else None), overrides or [])
+    if name and (getattr(cfg, section) is None or getattr(cfg, section).name != name):
+        cfg = cfg.model_copy(update={section: AlgorithmSpec(name=name)})  # a new algorithm starts from its defaults
+    if getattr(cfg, section) is None:
+        raise ConfigError(f"no `{section}` section in the config: pass --{'encoder' if section == 'embed' else 'tokenizer'}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pipeline.save_config(cfg, run_dir / "config.yaml")
+    return cfg
+
+
+@app.command()
+def embed(run_dir: Path = typer.Argument(..., help="run directory (created if missing)"),
+          encoder: Optional[str] = typer.Option(None, help="text | image | card | fusion | collaborative"),
+          config: Optional[str] = typer.Option(None, "--config", help="preset or YAML (default: RUN_DIR/config.yaml)"),
+          overrides: Optional[list[str]] = SetOption) -> None:
+    """Encode every item of the dataset into RUN_DIR/embed/embeddings.safetensors."""
+    cfg = _run_dir_config(run_dir, config, overrides, "embed", encoder)
+    art = pipeline.build_artifacts(cfg, run_dir, until="embed")
+    console.print(f"{art.embeddings.encoder}: {art.embeddings.n_items} items x {art.embeddings.dim} "
+                  f"-> {run_dir / 'embed' / 'embeddings.safetensors'} ({art.seconds})")
+
+
+@app.command()
+def tokenize(run_dir: Path = typer.Argument(..., help="run directory (created if missing)"),
+             tokenizer: Optional[str] = typer.Option(None, help="rqvae | nurqvae | rkmeans | nu-rkmeans | pq | opq | nu-pq | nu-opq | mhq"),
+             config: Optional[str] = typer.Option(None, "--config", help="preset or YAML (default: RUN_DIR/config.yaml)"),
+             overrides: Optional[list[str]] = SetOption) -> None:
+    """Turn the run's item embeddings into semantic IDs, with a quality report and plots."""
+    cfg = _run_dir_config(run_dir, config, overrides, "tokenize", tokenizer)
+    if cfg.embed is None:
+        cfg = cfg.model_copy(update={"embed": AlgorithmSpec(name="text")})
+    pipeline.build_artifacts(cfg, run_dir, until="tokenize")
+    report = json.loads((run_dir / "tokenize" / "sids_report.json").read_text())
+    console.print({k: report[k] for k in ("tokenizer", "resolution", "fit_seconds") if k in report}
+                  | {k: v for k, v in report.items() if "collision" in k})
+    console.print(f"report: {run_dir / 'tokenize' / 'sids_report.json'}")
+
+
+@app.command("render-units")
+def render_units(run_dir: Path = typer.Argument(..., help="run directory with a config (card preset)"),
+                 items: int = typer.Option(8, "--items", help="how many items to draw"),
+                 out: Path = typer.Option(..., "--out", help="folder for the PNGs"),
+                 config: Optional[str] = typer.Option(None, "--config", help="preset or YAML (default: RUN_DIR/config.yaml)"),
+                 overrides: Optional[list[str]] = SetOption) -> None:
+    """Draw CARD visual semantic units as PNGs so a person can look at them."""
+    from sidrec.features import nearest_neighbours, write_units
+
+    cfg = _run_dir_config(run_dir, config, overrides, "embed", None if config or (run_dir / "config.yaml").exists() else "card")
+    art = pipeline.build_artifacts(cfg, run_dir, until="collaborative")
+    layout = {k: v for k, v in cfg.embed.options().items() if k in ("size", "image_ratio", "strip_ratio", "k")}
+    neighbours = nearest_neighbours(art.collaborative, layout.get("k", 3)) if art.collaborative is not None else None
+    paths = write_units(art.dataset.items, out, neighbours, rows=range(min(items, art.dataset.n_items)), **layout)
+    console.print(f"wrote {len(paths)} units to {out}")
+
+
+@app.command()
+def recommend(run_dir: Path = typer.Argument(..., help="trained run directory"),
+              user: Optional[str] = typer.Option(None, "--user", help="external user id (uses the whole history)"),
+              history: Optional[str] = typer.Option(None, "--history", help="comma-separated external item ids"),
+              k: int = typer.Option(10, "--k", min=1),
+              exclude_history: bool = typer.Option(False, help="leave out items already in the history")) -> None:
+    """Top-k items with titles for one user or an explicit history."""
+    from sidrec.evaluation.protocol import top_k
+
+    if (user is None) == (history is None):
+        raise typer.BadParameter("give exactly one of --user or --history")
+    cfg, dataset, model = pipeline.load_run(run_dir)
+    if user is not None:
+        matches = (dataset.user_ids == user).nonzero()[0]
+        if not len(matches):
+            raise ValueError(f"unknown user id {user!r}")
+        seq = dataset.user_history(int(matches[0]), cfg.eval.max_len)
+    else:
+        index = {item: i for i, item in enumerate(dataset.item_ids)}
+        wanted = [h.strip() for h in history.split(",") if h.strip()]
+        unknown = [h for h in wanted if h not in index]
+        if unknown:
+            raise ValueError(f"unknown item ids: {', '.join(unknown)}")
+        seq = torch.tensor([[index[h] for h in wanted][-cfg.eval.max_len:]])
+    items = top_k(model, seq, k, exclude_history)[0]
+    table = Table("rank", "item_id", "title")
+    titles = dataset.items["title"] if "title" in dataset.items else None
+    for rank, item in enumerate(items.tolist(), start=1):
+        table.add_row(str(rank), str(dataset.item_ids[item]), "" if titles is None else str(titles.iloc[item]))
+    console.print(table)
 
 
 @app.command()

@@ -158,8 +158,8 @@ def tokenize_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
     art.fingerprint = key
 
 
-def build_artifacts(config: RunConfig, run_dir: Path) -> Artifacts:
-    """Every stage before the model, each reused from cache when its inputs are unchanged."""
+def build_artifacts(config: RunConfig, run_dir: Path, until: str | None = None) -> Artifacts:
+    """Every stage before the model (or up to `until`), each reused from cache when its inputs are unchanged."""
     dataset = prepare(config, run_dir if rank_and_world()[0] == 0 else None)
     art = Artifacts(dataset, fingerprint("data", config.data.model_dump(exclude={"cache_dir", "data_dir"}),
                                          dataset.stats()))
@@ -169,6 +169,8 @@ def build_artifacts(config: RunConfig, run_dir: Path) -> Artifacts:
             start = time.perf_counter()
             stage(config, art, run_dir)
             art.seconds[name] = round(time.perf_counter() - start, 3)
+        if name == until:
+            break
     return art
 
 
