@@ -129,7 +129,7 @@ def bench_dataset(name: str, args) -> dict:
     result = {"dataset": name, "stats": ds.stats(), "embed": {"encoder": emb.encoder, "dim": emb.dim,
                                                               "seconds_incl_cache": embed_seconds},
               "mhq": mhq, "batch_size": bs, "runs": runs}
-    if not args.full_ablations.get(name, False):
+    if name not in args.ablations_on:
         return result
     runs += [
         run(ds, "ablation: SID inputs (symmetric)", "asymrec", {**ASYMREC, "inputs": "sid"}, small, args.threads,
@@ -163,8 +163,8 @@ def markdown(results: dict) -> str:
              "(ablations, grid); early stopping on validation NDCG@10 (patience 3), best-validation epoch kept, "
              "test read once per run. Full-catalogue ranking, history items **not** excluded. Tail = the 80% "
              "least popular items (training counts). Item text: MiniLM-L6-v2 over title/brand/categories/"
-             "description (ML-100K: title + genres), 384-d. MHQ: M=8 views x L=3 levels x K=256, D=128, 10 "
-             "epochs (batch 256); codes dedup-resolved. No hyper-parameter tuning for any model.", ""]
+             "description (ML-100K: title + genres), 384-d. MHQ: M=8 views x L=3 levels x K=256, D=128, "
+             f"{results['mhq_epochs']} epochs (batch 256); codes dedup-resolved. No hyper-parameter tuning for any model.", ""]
     for res in results["datasets"]:
         s, q = res["stats"], res["mhq"]
         lines += [f"## {res['dataset']}", "",
@@ -206,7 +206,11 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["amazon-scientific", "ml-100k"])
     parser.add_argument("--notes", type=Path, default=None, help="markdown file appended as the 'Reading' section")
     parser.add_argument("--render-only", action="store_true", help="rewrite asymrec.md from asymrec.json (+ notes)")
+    parser.add_argument("--ablations-on", nargs="*", default=["amazon-scientific"],
+                        help="datasets that also get the SID/expert/MHQ ablations and the M x L grid")
+    parser.add_argument("--mhq-epochs", type=int, default=MHQ["epochs"])
     args = parser.parse_args()
+    MHQ["epochs"] = args.mhq_epochs
     if args.render_only:
         results = read_json(RESULTS / "asymrec.json")
         if args.notes is not None:
@@ -215,12 +219,12 @@ def main() -> None:
         with atomic_path(RESULTS / "asymrec.md") as tmp:
             tmp.write_text(markdown(results))
         return
-    args.full_ablations = {"amazon-scientific": True}
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     results = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                "threads": args.threads, "budget": args.budget, "small_budget": args.small_budget, "seed": SEED,
+               "mhq_epochs": MHQ["epochs"],
                "eval": EVAL.model_dump(), "datasets": [bench_dataset(name, args) for name in args.datasets]}
     results["total_seconds"] = round(time.perf_counter() - start, 1)
     if args.notes is not None:
