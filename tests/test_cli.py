@@ -7,19 +7,9 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from synthetic import cyclic_raw
 from sidrec.cli import app
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def p5_files(tmp_path):
-    raw = cyclic_raw(n_users=40, length=7)
-    lines = [" ".join([user, *group["item_id"]]) for user, group in raw.interactions.groupby("user_id", sort=False)]
-    (tmp_path / "seq.txt").write_text("\n".join(lines) + "\n")
-    raw.items.to_json(tmp_path / "items.jsonl", orient="records", lines=True)
-    return tmp_path
 
 
 def custom(tmp_path) -> list[str]:

@@ -110,9 +110,13 @@ def _run_dir_config(run_dir: Path, config: Optional[str], overrides: Optional[li
                     section: str, name: Optional[str]) -> RunConfig:
     """The run directory's own config (else a preset), with `section` switched to algorithm `name`."""
     source = run_dir / "config.yaml" if (run_dir / "config.yaml").exists() and not config else None
-    cfg = load_config(source or (resolve_preset(config) if config else None), overrides or [])
-    if name and (getattr(cfg, section) is None or getattr(cfg, section).name != name):
-        cfg = cfg.model_copy(update={section: AlgorithmSpec(name=name)})  # a new algorithm starts from its defaults
+    raw = load_config(source or (resolve_preset(config) if config else None)).model_dump(mode="json")
+    if name:
+        if (raw.get(section) or {}).get("name") != name:
+            raw[section] = None  # a new algorithm starts from its own defaults
+        overrides = [f"{section}.name={name}", *(overrides or [])]
+    raw = {key: value for key, value in raw.items() if value is not None}
+    cfg = load_config(None, overrides or [], base=raw)
     if getattr(cfg, section) is None:
         raise ConfigError(f"no `{section}` section in the config: pass --{'encoder' if section == 'embed' else 'tokenizer'}")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -111,8 +111,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                model: type[BaseModel] = RunConfig) -> BaseModel:
-    raw: dict = {}
+                model: type[BaseModel] = RunConfig, base: dict | None = None) -> BaseModel:
+    """Validate `base` (or the YAML at `path`) after applying dotted `overrides`."""
+    raw: dict = dict(base or {})
     if path is not None:
         path = Path(path)
         if not path.exists():

@@ -23,7 +23,7 @@ def top_k(recommender: Recommender, histories: torch.Tensor, k: int, exclude_his
     if not exclude_history:
         return recommender.recommend(histories, k)[0]
     extra = int((histories >= 0).sum(dim=1).max().item()) if histories.numel() else 0
-    items = recommender.recommend(histories, k + extra)[0]
+    items = recommender.recommend(histories, min(k + extra, getattr(recommender, "n_items", k + extra)))[0]
     seen = (items[:, :, None] == histories[:, None, :]).any(dim=2)
     order = torch.sort(seen.to(torch.int8), dim=1, stable=True).indices  # unseen first, rank order kept
     return torch.gather(items, 1, order)[:, :k]
@@ -38,7 +38,7 @@ def evaluate(recommender: Recommender, dataset: Dataset, part: str, config: Eval
     _, histories, targets = dataset.split(part, config.max_len)
     k = max(max(config.ks), 10)
     batches = range(0, len(targets), config.batch_size)
-    tops = [top_k(recommender, histories[i:i + config.batch_size], k, config.exclude_history)
+    tops = [top_k(recommender, histories[i:i + config.batch_size], min(k, dataset.n_items), config.exclude_history)
             for i in tqdm(batches, desc=f"evaluate {part}", disable=not progress, leave=False)]
     top = torch.cat(tops) if tops else torch.empty(0, k, dtype=torch.long)
     top = torch.nn.functional.pad(top, (0, k - top.shape[1]), value=-1)  # catalogues smaller than k
