@@ -77,3 +77,12 @@ def test_two_processes_match_one_process(tmp_path):
     assert one.keys() == two.keys()
     for key in one:
         torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_time_budget_stops_inside_an_epoch_and_still_validates(cyclic_dataset):
+    model = fresh_model(cyclic_dataset)
+    calls = []
+    trainer = Trainer(model, TrainConfig(epochs=5, batch_size=4, max_seconds=1e-9, eval_every=3, progress=False))
+    result = trainer.fit(model.make_batches(cyclic_dataset, 4), lambda m: calls.append(1) or {"ndcg@10": 0.5})
+    assert trainer.state["global_step"] == 1 and result["stopped"].startswith("time budget")
+    assert calls == [1] and result["best_valid_ndcg@10"] == 0.5

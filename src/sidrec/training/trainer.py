@@ -124,6 +124,11 @@ class Trainer:
         self.state["global_step"] += 1
         return dist.all_reduce_sum(loss.detach().double().reshape(1)).item()
 
+    def _out_of_time(self, start: float) -> bool:
+        """Every process stops at the same step: the slowest one's clock decides."""
+        late = float(time.perf_counter() - start > self.config.max_seconds)
+        return dist.all_reduce_sum(torch.tensor([late])).item() > 0
+
     def fit(self, make_batches: MakeBatches, validate: Validate | None = None, resume: bool = False) -> dict:
         config = self.config
         if config.num_threads:
@@ -157,12 +162,15 @@ class Trainer:
                 if config.checkpoint_every and self.state["global_step"] % config.checkpoint_every == 0:
                     self.state["train_seconds"] = time.perf_counter() - start
                     self.save_checkpoint()
+                if config.max_seconds and self._out_of_time(start):
+                    self.state["stopped"] = f"time budget {config.max_seconds}s (in epoch {epoch + 1})"
+                    break
             bar.close()
             record = {"epoch": epoch + 1, "loss": sum(losses) / max(len(losses), 1),
                       "seconds": round(time.perf_counter() - epoch_start, 3)}
             self.state["epoch"] = epoch + 1
             self.state["step_in_epoch"] = 0
-            if validate is not None and (epoch + 1) % config.eval_every == 0:
+            if validate is not None and ((epoch + 1) % config.eval_every == 0 or self.state["stopped"]):
                 self.model.eval()
                 metrics = validate(self.model)
                 record["valid"] = metrics
@@ -172,15 +180,13 @@ class Trainer:
                     self._save_best()
                 else:
                     self.state["bad_epochs"] += 1
-                    if self.state["bad_epochs"] >= config.patience:
+                    if self.state["bad_epochs"] >= config.patience and not self.state["stopped"]:
                         self.state["stopped"] = "early stopping"
             self.state["history"].append(record)
             if self.rank == 0:
                 log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "valid"} |
                          ({self.select_metric: record["valid"][self.select_metric]} if "valid" in record else {}))
             self.state["train_seconds"] = time.perf_counter() - start
-            if config.max_seconds and self.state["train_seconds"] > config.max_seconds and not self.state["stopped"]:
-                self.state["stopped"] = f"time budget {config.max_seconds}s"
             self.save_checkpoint()
         if self._best_weights is not None:
             self.model.load_state_dict(self._best_weights)
