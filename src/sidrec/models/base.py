@@ -106,6 +106,22 @@ def truncate_histories(histories: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.where(index < lengths, kept, torch.full_like(kept, -1))
 
 
+def bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                     pool: int = 50) -> list[torch.Tensor]:
+    """Shuffled batches of row indices whose rows have similar lengths.
+
+    Rows are shuffled, sorted by length inside pools of `pool` batches, cut into batches, and the
+    batches shuffled again: padding (and so wasted attention work) shrinks several-fold on short
+    sequences while every epoch still sees a different random order.
+    """
+    order = torch.randperm(lengths.numel(), generator=generator)
+    batches = []
+    for chunk in order.split(batch_size * pool):
+        chunk = chunk[torch.sort(lengths[chunk], stable=True).indices]
+        batches.extend(chunk.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def scores_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of full-catalogue scores, best first."""
     k = min(k, scores.shape[1])

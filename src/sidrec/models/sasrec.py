@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from sidrec.data import Dataset
-from sidrec.models.base import ModelOptions, Recommender, scores_top_k, truncate_histories
+from sidrec.models.base import ModelOptions, Recommender, bucketed_batches, scores_top_k, truncate_histories
 
 
 class SASRecOptions(ModelOptions):
@@ -73,14 +73,13 @@ class SASRec(Recommender):
         return F.cross_entropy(logits, targets[valid], reduction="sum"), valid.sum()
 
     def make_batches(self, dataset: Dataset, batch_size: int):
-        """Epoch -> shuffled batches of training windows, trimmed to their longest row."""
+        """Epoch -> shuffled, length-bucketed batches of training windows, trimmed to their longest row."""
         inputs, targets = dataset.training_windows(self.options.max_len)
+        lengths = (inputs >= 0).sum(1)
 
         def batches(epoch: int, generator: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:
-            order = torch.randperm(inputs.shape[0], generator=generator)
-            for i in range(0, len(order), batch_size):
-                rows = order[i:i + batch_size]
-                width = int((inputs[rows] >= 0).sum(1).max())
+            for rows in bucketed_batches(lengths, batch_size, generator):
+                width = int(lengths[rows].max())
                 yield {"inputs": inputs[rows, :width], "targets": targets[rows, :width]}
 
         return batches
