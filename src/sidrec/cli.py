@@ -25,7 +25,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Generative recommendation with Semantic IDs: prepare data, train, evaluate, serve.")
 console = Console()
 PRESETS = Path(__file__).resolve().parents[2] / "configs"
-DEMO_PRESETS = ["popularity", "sasrec"]
+DEMO_PRESETS = ["popularity", "sasrec", "tiger", "card", "asymrec", "card_asymrec"]
 
 SetOption = typer.Option(None, "--set", "-s", help="dotted override, e.g. --set train.lr=1e-3 (repeatable)")
 
