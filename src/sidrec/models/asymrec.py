@@ -24,6 +24,7 @@ from torch import nn
 from sidrec.decoding.trie import SIDTrie
 from sidrec.features.embeddings import ItemEmbeddings
 from sidrec.models.base import ModelOptions, Recommender, scores_top_k, truncate_histories
+from sidrec.models.causal import CausalEncoder, init_transformer_weights, last_states
 from sidrec.models.sasrec import SASRec
 from sidrec.tokenizers.semantic_ids import SemanticIDs
 
@@ -91,8 +92,6 @@ class AsymRec(Recommender):
         Both are kept (and saved beside the weights by `save`), even when an ablation leaves one unused."""
         super().__init__(options, n_items)
         o = options
-        if o.hidden % o.heads:
-            raise ValueError(f"model.hidden ({o.hidden}) must be divisible by model.heads ({o.heads})")
         if o.decode == "beam" and o.targets != "mhq":
             raise ValueError("model.decode='beam' needs discrete targets (model.targets='mhq')")
         vectors = getattr(embeddings, "vectors", embeddings)
@@ -113,13 +112,7 @@ class AsymRec(Recommender):
             self.msp = MultiExpertProjection(embeddings.dim, o.expert_hidden, o.hidden, o.experts)
         else:
             self.code_embedding = nn.Embedding(sum(sizes), o.hidden)
-        self.position_embedding = nn.Embedding(o.max_len, o.hidden)
-        self.input_norm = nn.LayerNorm(o.hidden)
-        self.dropout = nn.Dropout(o.dropout)
-        layer = nn.TransformerEncoderLayer(o.hidden, o.heads, o.ffn, o.dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, o.layers, enable_nested_tensor=False)
-        self.output_norm = nn.LayerNorm(o.hidden)
+        self.encoder = CausalEncoder(o.hidden, o.layers, o.heads, o.ffn, o.dropout, o.max_len)
         if o.targets == "mhq":
             k_max = max(sizes)
             self.code_heads = nn.Parameter(torch.randn(len(sizes), k_max, o.hidden) * 0.02)  # one head per position
@@ -127,15 +120,8 @@ class AsymRec(Recommender):
             self.register_buffer("code_mask", torch.arange(k_max) >= torch.tensor(sizes)[:, None], persistent=False)
         else:
             self.regression_head = nn.Linear(o.hidden, embeddings.dim)
-        self.apply(self._init_weights)
+        self.apply(init_transformer_weights)
         self._trie: SIDTrie | None = None
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     # ----- encoder -----------------------------------------------------------------------------------
     def item_inputs(self, items: torch.Tensor) -> torch.Tensor:
@@ -146,20 +132,13 @@ class AsymRec(Recommender):
 
     def hidden_states(self, histories: torch.Tensor) -> torch.Tensor:
         """`[B, T, hidden]` causal states for left-aligned, -1 padded item sequences."""
-        steps = histories.shape[1]
         unique, inverse = torch.unique(histories.clamp(min=0), return_inverse=True)  # each item projected once
-        x = self.item_inputs(unique)[inverse]
-        x = x + self.position_embedding(torch.arange(steps, device=histories.device))
-        x = self.dropout(self.input_norm(x))
-        causal = torch.triu(torch.full((steps, steps), float("-inf"), device=histories.device), diagonal=1)
-        return self.output_norm(self.encoder(x, mask=causal, is_causal=True))
+        return self.encoder(self.item_inputs(unique)[inverse])
 
     def last_states(self, histories: torch.Tensor) -> torch.Tensor:
         """`[B, hidden]` output state at each user's last item (what the heads read; for effective rank)."""
         histories = truncate_histories(histories, self.options.max_len)
-        lengths = (histories >= 0).sum(dim=1)
-        states = self.hidden_states(histories)
-        return states[torch.arange(len(histories), device=states.device), (lengths - 1).clamp(min=0)]
+        return last_states(self.hidden_states(histories), histories)
 
     # ----- heads -------------------------------------------------------------------------------------
     def code_log_probs(self, states: torch.Tensor) -> torch.Tensor:

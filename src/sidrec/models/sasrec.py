@@ -15,6 +15,7 @@ from torch import nn
 
 from sidrec.data import Dataset
 from sidrec.models.base import ModelOptions, Recommender, bucketed_batches, scores_top_k, truncate_histories
+from sidrec.models.causal import CausalEncoder, init_transformer_weights, last_states
 
 
 class SASRecOptions(ModelOptions):
@@ -32,34 +33,14 @@ class SASRec(Recommender):
 
     def __init__(self, options: SASRecOptions, n_items: int) -> None:
         super().__init__(options, n_items)
-        if options.hidden % options.heads:
-            raise ValueError(f"model.hidden ({options.hidden}) must be divisible by model.heads ({options.heads})")
         self.item_embedding = nn.Embedding(n_items + 1, options.hidden, padding_idx=0)  # 0 = padding
-        self.position_embedding = nn.Embedding(options.max_len, options.hidden)
-        self.input_norm = nn.LayerNorm(options.hidden)
-        self.dropout = nn.Dropout(options.dropout)
-        layer = nn.TransformerEncoderLayer(options.hidden, options.heads, options.ffn, options.dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, options.layers, enable_nested_tensor=False)
-        self.output_norm = nn.LayerNorm(options.hidden)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        self.encoder = CausalEncoder(options.hidden, options.layers, options.heads, options.ffn, options.dropout,
+                                     options.max_len)
+        self.apply(init_transformer_weights)
 
     def hidden_states(self, histories: torch.Tensor) -> torch.Tensor:
         """`[B, T, hidden]` causal states for left-aligned, -1 padded item sequences."""
-        tokens = histories + 1
-        steps = tokens.shape[1]
-        x = self.item_embedding(tokens) * self.options.hidden ** 0.5
-        x = x + self.position_embedding(torch.arange(steps, device=tokens.device))
-        x = self.dropout(self.input_norm(x))
-        causal = torch.triu(torch.full((steps, steps), float("-inf"), device=tokens.device), diagonal=1)
-        return self.output_norm(self.encoder(x, mask=causal, is_causal=True))
+        return self.encoder(self.item_embedding(histories + 1) * self.options.hidden ** 0.5)
 
     def item_embeddings(self) -> torch.Tensor:
         """`[n_items, hidden]` output-space item vectors (CARD's collaborative signal)."""
@@ -87,10 +68,7 @@ class SASRec(Recommender):
     @torch.no_grad()
     def score(self, histories: torch.Tensor) -> torch.Tensor:
         histories = truncate_histories(histories, self.options.max_len)
-        lengths = (histories >= 0).sum(dim=1)
-        states = self.hidden_states(histories)
-        last = states[torch.arange(len(histories)), (lengths - 1).clamp(min=0)]
-        return last @ self.item_embeddings().T
+        return last_states(self.hidden_states(histories), histories) @ self.item_embeddings().T
 
     def recommend(self, histories: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         return scores_top_k(self.score(histories), k)
