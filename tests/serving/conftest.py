@@ -34,6 +34,11 @@ def run_overrides(folder, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def overrides():
+    return run_overrides
+
+
+@pytest.fixture(scope="session")
 def sasrec_run(data_files, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "sasrec"
     pipeline.run(load_config(None, run_overrides(data_files, "model.name=sasrec", "model.hidden=16",
