@@ -15,13 +15,9 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-# Running a file from benchmarks/ puts that folder first on sys.path, where benchmarks/tokenizers.py
-# would shadow Hugging Face's `tokenizers` package that `transformers` imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch  # noqa: E402
 

@@ -20,14 +20,10 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-# Run as a script, this folder would come first on sys.path and its sibling `tokenizers.py` would
-# shadow the Hugging Face `tokenizers` package that sentence-transformers imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
