@@ -55,14 +55,7 @@ READERS = {
 }
 
 
-# Known reader bugs found by these tests (src/sidrec/data/readers.py, reported to its owner): an empty or
-# ragged CSV escapes as pandas EmptyDataError/ParserError, an empty u.data as IndexError.
-KNOWN_BUGS = {"item_csv": "pandas EmptyDataError/ParserError not wrapped", "table": "pandas EmptyDataError/ParserError not wrapped",
-              "movielens": "empty u.data -> IndexError"}
-
-
-@pytest.mark.parametrize("reader", [pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_BUGS[name]))
-                                    if name in KNOWN_BUGS else name for name in sorted(READERS)])
+@pytest.mark.parametrize("reader", sorted(READERS))
 @SETTINGS
 @given(data=st.data())
 def test_readers_raise_only_data_format_errors(reader, data):
@@ -77,17 +70,16 @@ def test_readers_raise_only_data_format_errors(reader, data):
             pass
 
 
-@pytest.mark.xfail(strict=True, raises=(pd.errors.ParserError, pd.errors.EmptyDataError, IndexError), reason="known reader bugs, see KNOWN_BUGS")
+# Cases these properties once found (empty or ragged CSV escaped as a pandas error, empty u.data as
+# IndexError), kept as plain regressions.
 @pytest.mark.parametrize("reader, name, text", [("item_csv", "items.csv", "\n"), ("table", "i.csv", "0\n0\n,\n"),
                                                 ("movielens", "u.data", "\n")])
-def test_known_reader_bugs(tmp_path, reader, name, text):
+def test_found_reader_bugs_now_raise_data_format_errors(tmp_path, reader, name, text):
     for other in READERS[reader][0]:
         write(tmp_path, other, "\n")
     write(tmp_path, name, text)
-    try:
+    with pytest.raises(DataFormatError, match=name.replace(".", r"\.")):
         READERS[reader][1](tmp_path)
-    except DataFormatError:
-        pass
 
 
 @SETTINGS

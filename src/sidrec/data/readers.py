@@ -127,13 +127,15 @@ ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "C
                  "War", "Western")
 
 
-def _split_rows(path: Path, sep: str, n_fields: int, encoding: str, at_least: bool = False) -> list[list[str]]:
+def _split_rows(path: Path, sep: str, n_fields: int, encoding: str) -> list[list[str]]:
     rows = []
     for number, line in _lines(path, encoding):
         fields = line.rstrip("\n").split(sep)
-        if len(fields) < n_fields or (not at_least and len(fields) != n_fields):
+        if len(fields) != n_fields:
             raise DataFormatError(f"{path}: line {number}: expected {n_fields} '{sep}'-separated fields, got {len(fields)}")
         rows.append(fields)
+    if not rows:
+        raise DataFormatError(f"{path}: no data lines")
     return rows
 
 
@@ -160,6 +162,15 @@ def read_movielens(directory: str | Path) -> RawData:
 # --- Generic item tables ----------------------------------------------------------------------
 
 
+def _read_csv(path: Path, sep: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str)
+    except pd.errors.EmptyDataError as exc:
+        raise DataFormatError(f"{path}: empty file (a header row is needed)") from exc
+    except pd.errors.ParserError as exc:
+        raise DataFormatError(f"{path}: {exc}") from exc
+
+
 def read_item_table(path: str | Path) -> pd.DataFrame:
     """Items as JSONL, CSV or Parquet with an `item_id` column and optional text fields."""
     path = _require(Path(path))
@@ -173,7 +184,7 @@ def read_item_table(path: str | Path) -> pd.DataFrame:
                 raise DataFormatError(f"{path}: line {number}: invalid JSON ({exc.msg})") from exc
         frame = pd.DataFrame.from_records(records)
     elif suffixes in (".csv", ".csv.gz", ".tsv"):
-        frame = pd.read_csv(path, sep="\t" if suffixes == ".tsv" else ",", dtype=str)
+        frame = _read_csv(path, "\t" if suffixes == ".tsv" else ",")
     elif suffixes == ".parquet":
         frame = pd.read_parquet(path)
     else:
@@ -315,7 +326,7 @@ def read_interactions_table(path: str | Path, user: str = "user_id", item: str =
     if path.suffix == ".parquet":
         frame = pd.read_parquet(path)
     elif path.suffix in (".csv", ".tsv", ".gz"):
-        frame = pd.read_csv(path, sep="\t" if ".tsv" in path.suffixes else ",", dtype=str)
+        frame = _read_csv(path, "\t" if ".tsv" in path.suffixes else ",")
     else:
         raise DataFormatError(f"{path}: unknown interactions format {path.suffix!r} (use .csv, .tsv or .parquet)")
     for role, column in (("user", user), ("item", item), ("timestamp", timestamp)):
