@@ -148,8 +148,10 @@ def markdown(result: dict) -> str:
         "# Serving load test", "",
         f"`python benchmarks/serving.py` — {result['model']} on {result['dataset']} ({result['items']} items), "
         f"uvicorn on 127.0.0.1, 1 process, torch threads {result['threads']}, `POST /recommend` with real test-split "
-        f"histories, k={result['k']}, exclude_history=false. Load generator: asyncio + httpx on the same machine "
-        f"({result['machine']}; load average {result['load_average']} at start), so client and server share the CPUs.",
+        f"histories, k={result['k']}, exclude_history=false. Load generator: raw asyncio HTTP/1.1 keep-alive "
+        f"connections, one request in flight each, on the same machine ({result['machine']}; load average "
+        f"{result['load_average']} at start), so client and server share the CPUs. (An httpx.AsyncClient load "
+        "generator saturated the shared CPUs itself: about 150 req/s at concurrency 64.)",
         "", *rows, "",
         f"Server RSS: {result['rss_mib_start']} MiB after start-up, {result['rss_mib_warm']} MiB after warm-up, "
         f"{result['rss_mib_end']} MiB at the end.",
