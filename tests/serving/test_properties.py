@@ -17,7 +17,7 @@ from sidrec.serving import create_app
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                            max_leaves=8)
 field = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
@@ -55,7 +55,11 @@ READERS = {
 }
 
 
-@pytest.mark.parametrize("reader", sorted(READERS))
+AMAZON2023_IMAGES = "readers.read_amazon2023: meta `images` given as an object escapes as KeyError (reported, open)"
+
+
+@pytest.mark.parametrize("reader", [pytest.param(name, marks=pytest.mark.xfail(reason=AMAZON2023_IMAGES))
+                                    if name == "amazon2023" else name for name in sorted(READERS)])
 @SETTINGS
 @given(data=st.data())
 def test_readers_raise_only_data_format_errors(reader, data):
@@ -70,10 +74,13 @@ def test_readers_raise_only_data_format_errors(reader, data):
             pass
 
 
-# Cases these properties once found (empty or ragged CSV escaped as a pandas error, empty u.data as
-# IndexError), kept as plain regressions.
+# Cases these properties found (empty or ragged CSV escaped as a pandas error, empty u.data as
+# IndexError, a JSONL `null` line as TypeError, Amazon-2023 `images` object as KeyError), kept as regressions.
 @pytest.mark.parametrize("reader, name, text", [("item_csv", "items.csv", "\n"), ("table", "i.csv", "0\n0\n,\n"),
-                                                ("movielens", "u.data", "\n")])
+                                                ("movielens", "u.data", "\n"), ("item_table", "items.jsonl", "{}\nnull\n"),
+                                                pytest.param("amazon2023", "m.jsonl", '{"parent_asin": "a", "images": {"x": 1}}\n',
+                                                             marks=pytest.mark.xfail(strict=True, raises=KeyError,
+                                                                                     reason=AMAZON2023_IMAGES))])
 def test_found_reader_bugs_now_raise_data_format_errors(tmp_path, reader, name, text):
     for other in READERS[reader][0]:
         write(tmp_path, other, "\n")
@@ -122,8 +129,9 @@ request_bodies = st.one_of(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=request_bodies, batch=st.booleans())
 def test_random_request_bodies_never_give_500(http, body, batch):
-    response = http.post("/recommend/batch" if batch else "/recommend",
-                         json={"requests": body if isinstance(body, list) else [body]} if batch else body)
+    payload = {"requests": body if isinstance(body, list) else [body]} if batch else body
+    response = http.post("/recommend/batch" if batch else "/recommend", content=json.dumps(payload),  # NaN/Infinity too
+                         headers={"content-type": "application/json"})
     assert response.status_code in (200, 404, 422), response.text
     if response.status_code == 200:
         results = response.json()["results"] if batch else [response.json()]

@@ -11,6 +11,7 @@ configured limits, so the OpenAPI schema at /openapi.json states them and violat
 that names the field.
 """
 
+import math
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,7 +19,10 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 import torch
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from sidrec.serving.batching import MicroBatcher, QueueFull
@@ -79,6 +83,21 @@ def request_models(max_history: int, max_k: int, max_batch: int) -> tuple[type[B
         requests: list[RecommendRequest] = Field(min_length=1, max_length=max_batch)
 
     return RecommendRequest, BatchRequest
+
+
+def _json_safe(value):
+    """Python's JSON parser accepts NaN/Infinity but they cannot be echoed back in an error: use strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
 
 
 class RecommendService:
@@ -153,7 +172,7 @@ def create_app(run_dir: str | Path, *, max_history: int = 200, max_k: int = 100,
         await batcher.stop()
 
     app = FastAPI(title="sidrec", description=f"Recommendations from {Path(run_dir).name} ({model.name})",
-                  lifespan=lifespan)
+                  lifespan=lifespan, exception_handlers={RequestValidationError: _invalid_request})
     app.state.service = service
 
     @app.get("/health", response_model=Health)
