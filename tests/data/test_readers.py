@@ -121,6 +121,14 @@ def test_amazon2023_jsonl_missing_field_is_named(tmp_path):
                                           "image": "http://i/k.jpg"}
 
 
+def test_amazon2023_images_that_are_not_a_list_mean_no_picture(tmp_path):
+    reviews = tmp_path / "r.jsonl"
+    reviews.write_text(json.dumps({"user_id": "U", "parent_asin": "P", "timestamp": 1}) + "\n")
+    meta = tmp_path / "m.jsonl"
+    meta.write_text(json.dumps({"parent_asin": "P", "title": "Kite", "images": {"x": 1}}) + "\n")
+    assert readers.read_amazon2023(reviews, meta).items.loc[0, "image"] is None
+
+
 def test_interactions_table_column_mapping(tmp_path):
     path = tmp_path / "log.csv"
     pd.DataFrame({"who": ["a", "a", "b"], "what": ["x", "y", "x"], "when": [2, 1, 3]}).to_csv(path, index=False)

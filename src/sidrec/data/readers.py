@@ -176,12 +176,7 @@ def read_item_table(path: str | Path) -> pd.DataFrame:
     path = _require(Path(path))
     suffixes = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     if suffixes in (".jsonl", ".json", ".jsonl.gz", ".json.gz"):
-        records = []
-        for number, line in _lines(path):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}: line {number}: invalid JSON ({exc.msg})") from exc
+        records = [record for _, record in _records(path, json.loads, "JSON line")]
         frame = pd.DataFrame.from_records(records)
     elif suffixes in (".csv", ".csv.gz", ".tsv"):
         frame = _read_csv(path, "\t" if suffixes == ".tsv" else ",")
@@ -303,8 +298,8 @@ def read_amazon2023(reviews_path: str | Path, meta_path: str | Path | None = Non
     if meta_path is not None:
         meta_path = Path(meta_path)
         for number, record in _records(meta_path, json.loads, "JSON line"):
-            images = record.get("images") or []
-            first = images[0] if images and isinstance(images[0], dict) else {}
+            images = record.get("images")
+            first = images[0] if isinstance(images, list) and images and isinstance(images[0], dict) else {}
             records.append({
                 "item_id": _field(record, "parent_asin", meta_path, number),
                 "title": _join(record.get("title")),
