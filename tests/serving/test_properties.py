@@ -55,11 +55,7 @@ READERS = {
 }
 
 
-AMAZON2023_IMAGES = "readers.read_amazon2023: meta `images` given as an object escapes as KeyError (reported, open)"
-
-
-@pytest.mark.parametrize("reader", [pytest.param(name, marks=pytest.mark.xfail(reason=AMAZON2023_IMAGES))
-                                    if name == "amazon2023" else name for name in sorted(READERS)])
+@pytest.mark.parametrize("reader", sorted(READERS))
 @SETTINGS
 @given(data=st.data())
 def test_readers_raise_only_data_format_errors(reader, data):
@@ -75,12 +71,10 @@ def test_readers_raise_only_data_format_errors(reader, data):
 
 
 # Cases these properties found (empty or ragged CSV escaped as a pandas error, empty u.data as
-# IndexError, a JSONL `null` line as TypeError, Amazon-2023 `images` object as KeyError), kept as regressions.
+# IndexError, a JSONL `null` line as TypeError), kept as regressions. (An Amazon-2023 `images` object, once a
+# KeyError, is now read as "no picture": tests/data/test_readers.py.)
 @pytest.mark.parametrize("reader, name, text", [("item_csv", "items.csv", "\n"), ("table", "i.csv", "0\n0\n,\n"),
-                                                ("movielens", "u.data", "\n"), ("item_table", "items.jsonl", "{}\nnull\n"),
-                                                pytest.param("amazon2023", "m.jsonl", '{"parent_asin": "a", "images": {"x": 1}}\n',
-                                                             marks=pytest.mark.xfail(strict=True, raises=KeyError,
-                                                                                     reason=AMAZON2023_IMAGES))])
+                                                ("movielens", "u.data", "\n"), ("item_table", "items.jsonl", "{}\nnull\n")])
 def test_found_reader_bugs_now_raise_data_format_errors(tmp_path, reader, name, text):
     for other in READERS[reader][0]:
         write(tmp_path, other, "\n")
