@@ -1,5 +1,6 @@
 """The HTTP service over real loopback HTTP: endpoints, limits, unknown ids, batching, parity with top_k."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -96,7 +97,6 @@ def test_full_queue_answers_503(sasrec_run, live_server, client_for):
     fast = batcher.predict
 
     def slow(*args):
-        import time
         time.sleep(0.3)
         return fast(*args)
 
