@@ -173,32 +173,68 @@ def render_units(run_dir: Path = typer.Argument(..., help="run directory with a 
 def recommend(run_dir: Path = typer.Argument(..., help="trained run directory"),
               user: Optional[str] = typer.Option(None, "--user", help="external user id (uses the whole history)"),
               history: Optional[str] = typer.Option(None, "--history", help="comma-separated external item ids"),
+              all_users: bool = typer.Option(False, "--all-users", help="every user, written to --out"),
+              out: Optional[Path] = typer.Option(None, "--out", help="Parquet file for --all-users"),
               k: int = typer.Option(10, "--k", min=1),
+              chunk_users: int = typer.Option(4096, help="users per model call with --all-users"),
               exclude_history: bool = typer.Option(False, help="leave out items already in the history")) -> None:
-    """Top-k items with titles for one user or an explicit history."""
-    from sidrec.evaluation.protocol import top_k
+    """Top-k items with titles for one user or history, or for every user into a Parquet file."""
+    from sidrec.evaluation.protocol import rank_items
+    from sidrec.serving import export_recommendations, open_run
 
-    if (user is None) == (history is None):
-        raise typer.BadParameter("give exactly one of --user or --history")
-    cfg, dataset, model = pipeline.load_run(run_dir)
+    if sum([user is not None, history is not None, all_users]) != 1:
+        raise typer.BadParameter("give exactly one of --user, --history or --all-users")
+    if all_users:
+        if out is None:
+            raise typer.BadParameter("--all-users needs --out FILE.parquet")
+        console.print(export_recommendations(run_dir, out, k=k, chunk_users=chunk_users, exclude_history=exclude_history))
+        return
+    served = open_run(run_dir)
+    max_len = served.config.eval.max_len
     if user is not None:
-        matches = (dataset.user_ids == user).nonzero()[0]
+        matches = (served.dataset.user_ids == user).nonzero()[0]
         if not len(matches):
             raise ValueError(f"unknown user id {user!r}")
-        seq = dataset.user_history(int(matches[0]), cfg.eval.max_len)
+        seq = served.dataset.user_history(int(matches[0]), max_len)
     else:
-        index = {item: i for i, item in enumerate(dataset.item_ids)}
         wanted = [h.strip() for h in history.split(",") if h.strip()]
-        unknown = [h for h in wanted if h not in index]
-        if unknown:
-            raise ValueError(f"unknown item ids: {', '.join(unknown)}")
-        seq = torch.tensor([[index[h] for h in wanted][-cfg.eval.max_len:]])
-    items = top_k(model, seq, k, exclude_history)[0]
-    table = Table("rank", "item_id", "title")
-    titles = dataset.items["title"] if "title" in dataset.items else None
-    for rank, item in enumerate(items.tolist(), start=1):
-        table.add_row(str(rank), str(dataset.item_ids[item]), "" if titles is None else str(titles.iloc[item]))
+        index = served.catalogue.lookup(wanted)
+        if (index < 0).any():
+            raise ValueError(f"unknown item ids: {', '.join(w for w, i in zip(wanted, index) if i < 0)}")
+        seq = torch.as_tensor(index[-max_len:], dtype=torch.long)[None]
+    items, scores = rank_items(served.model, seq, k, exclude_history)
+    table = Table("rank", "item_id", "score", "title")
+    for rank, (item, score) in enumerate(zip(items[0].tolist(), scores[0].tolist()), start=1):
+        if item >= 0:
+            table.add_row(str(rank), str(served.catalogue.item_ids[item]), f"{score:.4f}",
+                          str(served.catalogue.titles[item] or ""))
     console.print(table)
+
+
+@app.command("add-items")
+def add_items(run_dir: Path = typer.Argument(..., help="trained run directory (generative model)"),
+              items: Path = typer.Option(..., "--items", help="JSONL/CSV/Parquet with item_id and text fields")) -> None:
+    """Give new items semantic IDs with the frozen tokenizer so they can be recommended without retraining."""
+    from sidrec.serving import add_items as add
+
+    console.print(add(run_dir, items))
+
+
+@app.command()
+def serve(run_dir: Path = typer.Argument(..., help="trained run directory"),
+          host: str = typer.Option("127.0.0.1", help="interface to bind"),
+          port: int = typer.Option(8000, help="TCP port"),
+          max_history: int = typer.Option(200, help="longest history accepted"),
+          max_k: int = typer.Option(100, help="largest k accepted"),
+          max_batch: int = typer.Option(64, help="requests per micro-batch / per /recommend/batch call"),
+          max_wait_ms: float = typer.Option(2.0, help="longest wait to fill a micro-batch"),
+          max_queue: int = typer.Option(256, help="queued requests before answering 503"),
+          unknown_items: str = typer.Option("error", help="error | ignore unknown item ids in histories")) -> None:
+    """HTTP recommendation service (FastAPI + uvicorn) with micro-batching."""
+    from sidrec.serving import serve as run_server
+
+    run_server(run_dir, host=host, port=port, max_history=max_history, max_k=max_k, max_batch=max_batch,
+               max_wait_ms=max_wait_ms, max_queue=max_queue, unknown_items=unknown_items)
 
 
 @app.command()

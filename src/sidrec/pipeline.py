@@ -10,6 +10,7 @@
     RUN_DIR/train.json       per-epoch losses and validation metrics
     RUN_DIR/metrics.json     {"valid": .., "test": .., "seconds": .., "config": ..}
     RUN_DIR/report.md        the results table
+    RUN_DIR/manifest.json    sha256 and size of every artifact, package version
 
 Stages before the model are keyed by a fingerprint of their configuration and inputs and kept in
 `cache_dir`: a second run that only changes the generator reuses embeddings and semantic IDs.
@@ -38,6 +39,7 @@ from sidrec.evaluation import evaluate
 from sidrec.evaluation.report import results_table
 from sidrec.features import ItemEmbeddings, build_encoder
 from sidrec.io import atomic_path, read_json, write_json
+from sidrec.manifest import write_manifest
 from sidrec.models import Recommender, build_model
 from sidrec.tokenizers import SemanticIDs
 from sidrec.tokenizers.api import SIDS_FILE, tokenize
@@ -211,6 +213,7 @@ def run(config: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
         write_json(run_dir / "metrics.json", metrics)
         with atomic_path(run_dir / "report.md") as tmp:
             tmp.write_text(results_table([metrics]) + "\n")
+        write_manifest(run_dir)
     return metrics
 
 

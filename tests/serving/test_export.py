@@ -10,7 +10,7 @@ from sidrec import pipeline
 from sidrec.evaluation.protocol import top_k
 from sidrec.serving import export
 from sidrec.serving.export import export_recommendations
-from sidrec.serving.ranking import rank_items
+from sidrec.evaluation.protocol import rank_items
 
 
 @pytest.mark.parametrize("exclude", [False, True])

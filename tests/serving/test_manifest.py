@@ -20,7 +20,7 @@ def run_copy(sasrec_run, tmp_path):
 def test_manifest_lists_every_artifact_with_version(run_copy):
     manifest = write_manifest(run_copy)
     assert {"config.yaml", "metrics.json", "model/model.safetensors", "model/model.json",
-            "checkpoints/last.json"} <= set(manifest["files"])
+            "checkpoints/last.safetensors"} <= set(manifest["files"])
     assert manifest["version"] and all(len(f["sha256"]) == 64 for f in manifest["files"].values())
     assert verify_run(run_copy)["files"] == json.loads((run_copy / "manifest.json").read_text())["files"]
 

@@ -9,6 +9,7 @@ import time
 
 from sidrec import pipeline
 from sidrec.config import load_config
+from sidrec.training.trainer import checkpoint_metadata
 
 TRAIN = ["model.name=sasrec", "model.hidden=16", "model.ffn=32", "model.layers=1", "model.dropout=0.3",
          "train.epochs=25", "train.batch_size=4", "train.patience=1000", "train.checkpoint_every=7",
@@ -25,7 +26,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(data_files, overrides, tm
     reference = pipeline.run(load_config(None, config), tmp_path / "reference")
 
     run_dir = tmp_path / "killed"
-    state = run_dir / "checkpoints" / "last.json"
+    state = run_dir / "checkpoints" / "last.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cli(run_dir, config), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seen = None
@@ -39,7 +40,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(data_files, overrides, tm
             seen = stamp
         time.sleep(0.002)
     assert proc.wait(timeout=30) == -signal.SIGKILL, "the run finished before it could be killed"
-    checkpoint = json.loads(state.read_text())["trainer"]
+    checkpoint = checkpoint_metadata(state)["trainer"]
     assert 0 < checkpoint["epoch"] < 25 and not (run_dir / "metrics.json").exists()
 
     resumed = subprocess.run(cli(run_dir, config, "--resume"), env=env, capture_output=True, text=True, timeout=300)

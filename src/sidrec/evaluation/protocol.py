@@ -18,15 +18,26 @@ class Recommender(Protocol):
         """Top-k item indices and scores, best first, for left-aligned -1-padded histories."""
 
 
-def top_k(recommender: Recommender, histories: torch.Tensor, k: int, exclude_history: bool) -> torch.Tensor:
-    """Top-k items; with `exclude_history`, ask for k + history length and drop seen items."""
-    if not exclude_history:
-        return recommender.recommend(histories, k)[0]
-    extra = int((histories >= 0).sum(dim=1).max().item()) if histories.numel() else 0
-    items = recommender.recommend(histories, min(k + extra, getattr(recommender, "n_items", k + extra)))[0]
-    seen = (items[:, :, None] == histories[:, None, :]).any(dim=2)
+def rank_items(recommender: Recommender, histories: torch.Tensor, k: int,
+               exclude_history: bool | torch.Tensor = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k items and scores `[B, k]` in one `recommend` call; `exclude_history` may be per row.
+
+    Flagged rows ask for k + the longest flagged history and drop seen items, keeping rank order;
+    a slot left empty (only when the catalogue runs out) holds item -1 and score NaN.
+    """
+    rows = histories.shape[0]
+    exclude = torch.as_tensor(exclude_history, dtype=torch.bool).expand(rows)
+    extra = int(((histories >= 0).sum(dim=1) * exclude).max()) if rows else 0
+    items, scores = recommender.recommend(histories, min(k + extra, getattr(recommender, "n_items", k + extra)))
+    seen = (items[:, :, None] == histories[:, None, :]).any(dim=2) & exclude[:, None]
     order = torch.sort(seen.to(torch.int8), dim=1, stable=True).indices  # unseen first, rank order kept
-    return torch.gather(items, 1, order)[:, :k]
+    items, scores, seen = (torch.gather(t, 1, order)[:, :k] for t in (items, scores.float(), seen))
+    return items.masked_fill(seen, -1), scores.masked_fill(seen, float("nan"))
+
+
+def top_k(recommender: Recommender, histories: torch.Tensor, k: int, exclude_history: bool) -> torch.Tensor:
+    """Just the items of `rank_items`."""
+    return rank_items(recommender, histories, k, exclude_history)[0]
 
 
 @torch.no_grad()

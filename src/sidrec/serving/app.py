@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from sidrec.serving.batching import MicroBatcher, QueueFull
 from sidrec.serving.catalogue import ServedRun, open_run
-from sidrec.serving.ranking import rank_items
+from sidrec.evaluation.protocol import rank_items
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 

@@ -17,7 +17,13 @@ from typing import Callable
 
 import torch
 
-from sidrec.serving.ranking import pad_histories
+
+def pad_histories(histories: list[torch.Tensor]) -> torch.Tensor:
+    """1-D dense-index histories -> one left-aligned, -1-padded `[B, L]` LongTensor."""
+    if not histories:
+        return torch.empty(0, 1, dtype=torch.long)
+    return torch.nn.utils.rnn.pad_sequence([h.to(torch.long) for h in histories], batch_first=True, padding_value=-1)
+
 
 Predict = Callable[[torch.Tensor, int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

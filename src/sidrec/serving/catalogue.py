@@ -17,7 +17,7 @@ from sidrec.data import Dataset
 from sidrec.io import ArtifactError, read_json
 from sidrec.models import Recommender
 from sidrec.pipeline import load_run
-from sidrec.serving.manifest import MANIFEST, verify_run
+from sidrec.manifest import MANIFEST, verify_run
 
 ADDED_ITEMS = "added_items.parquet"
 

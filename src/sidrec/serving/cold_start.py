@@ -33,7 +33,7 @@ from sidrec.tokenizers.base import Tokenizer
 from sidrec.tokenizers.collisions import collision_groups
 from sidrec.tokenizers.semantic_ids import SemanticIDs
 from sidrec.serving.catalogue import ADDED_ITEMS, open_run
-from sidrec.serving.manifest import write_manifest
+from sidrec.manifest import write_manifest
 
 
 def assign_new_codes(existing: SemanticIDs, raw: torch.Tensor, costs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from sidrec.io import atomic_path
 from sidrec.serving.catalogue import open_run
-from sidrec.serving.ranking import rank_items
+from sidrec.evaluation.protocol import rank_items
 
 SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("score", pa.float32())])
 

@@ -8,6 +8,7 @@ processes compute exactly the gradient one process computes on the same global b
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -19,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sidrec.config import TrainConfig
-from sidrec.io import load_tensors, read_json, save_tensors, write_json
+from sidrec.io import ArtifactError, load_tensors, save_tensors
 from sidrec.training import distributed as dist
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,20 @@ log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
 MakeBatches = Callable[[int, torch.Generator], Iterable[Batch]]
 Validate = Callable[[nn.Module], dict[str, float]]
+
+
+CHECKPOINT = "last.safetensors"
+
+
+def checkpoint_metadata(path: str | Path) -> dict:
+    """The trainer and optimizer state stored in a checkpoint's safetensors header."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if "trainer" not in meta:
+        raise ArtifactError(f"{path}: not a sidrec training checkpoint (no trainer state)")
+    return {key: json.loads(meta[key]) for key in ("trainer", "optimizer")}
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -73,20 +88,21 @@ class Trainer:
         return tensors, {"param_groups": state["param_groups"]}
 
     def save_checkpoint(self) -> None:
+        """One atomic file: weights, optimizer, RNG, and the trainer state in its metadata (never out of step)."""
         if self.checkpoint_dir is None or self.rank != 0:
             return
         tensors, optim_meta = self._optimizer_tensors()
         tensors.update({f"model.{k}": v for k, v in self.model.state_dict().items()})
         tensors["rng.torch"] = torch.get_rng_state()
-        save_tensors(self.checkpoint_dir / "last.safetensors", tensors)
-        write_json(self.checkpoint_dir / "last.json", {"trainer": self.state, "optimizer": optim_meta})
+        save_tensors(self.checkpoint_dir / CHECKPOINT, tensors,
+                     metadata={"trainer": json.dumps(self.state), "optimizer": json.dumps(optim_meta)})
 
     def resume(self) -> bool:
-        """Continue from `checkpoints/last.*` if present; returns whether it did."""
-        if self.checkpoint_dir is None or not (self.checkpoint_dir / "last.json").exists():
+        """Continue from `checkpoints/last.safetensors` if present; returns whether it did."""
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / CHECKPOINT).exists():
             return False
-        meta = read_json(self.checkpoint_dir / "last.json")
-        tensors = load_tensors(self.checkpoint_dir / "last.safetensors")
+        meta = checkpoint_metadata(self.checkpoint_dir / CHECKPOINT)
+        tensors = load_tensors(self.checkpoint_dir / CHECKPOINT)
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         slots: dict[int, dict] = {}
         for key, value in tensors.items():
