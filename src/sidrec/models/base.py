@@ -108,17 +108,20 @@ def truncate_histories(histories: torch.Tensor, max_len: int) -> torch.Tensor:
 
 def bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
                      pool: int = 50) -> list[torch.Tensor]:
-    """Shuffled batches of row indices whose rows have similar lengths.
+    """Shuffled batches of row indices with similar lengths and about `batch_size` x mean-length targets each.
 
-    Rows are shuffled, sorted by length inside pools of `pool` batches, cut into batches, and the
-    batches shuffled again: padding (and so wasted attention work) shrinks several-fold on short
-    sequences while every epoch still sees a different random order.
+    Rows are shuffled, sorted by length inside pools of `pool` batches and cut so that every batch
+    holds about the same number of targets (many short rows or few long ones), then the batches are
+    shuffled. Padding shrinks several-fold, while each step still weighs its targets as a random
+    batch would: cutting by row count instead over-trains on short rows, one step per few targets.
     """
+    budget = max(1, int(batch_size * lengths.float().mean().item()))
     order = torch.randperm(lengths.numel(), generator=generator)
     batches = []
     for chunk in order.split(batch_size * pool):
         chunk = chunk[torch.sort(lengths[chunk], stable=True).indices]
-        batches.extend(chunk.split(batch_size))
+        group = (torch.cumsum(lengths[chunk].clamp(min=1), 0) - 1) // budget
+        batches.extend(chunk.split(torch.unique_consecutive(group, return_counts=True)[1].tolist()))
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
