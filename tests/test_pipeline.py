@@ -71,3 +71,9 @@ def test_model_that_needs_sids_without_tokenize_section_is_refused(tmp_path, tig
     config = load_config(None, [kv for kv in tiger_config if not kv.startswith("tokenize.")])
     with pytest.raises(ValueError, match="needs a `tokenize` section"):
         pipeline.run(config, tmp_path / "run")
+
+
+def test_card_and_collaborative_embeddings_get_a_collaborative_model_by_default():
+    assert load_config(None, ["embed.name=collaborative"]).collaborative.model.name == "sasrec"
+    assert load_config(None, ["embed.name=card"]).collaborative is not None
+    assert load_config(None, ["embed.name=text"]).collaborative is None

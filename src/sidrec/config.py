@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Section(BaseModel):
@@ -76,6 +76,9 @@ class CollaborativeConfig(Section):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=50, patience=3))
 
 
+NEEDS_COLLABORATIVE = ("card", "collaborative")
+
+
 class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     collaborative: CollaborativeConfig | None = Field(None, description="train a collaborative model first")
@@ -85,6 +88,13 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     cache_dir: str = Field(".cache/sidrec/stages", description="reusable stage artifacts, keyed by their inputs")
+
+    @model_validator(mode="after")
+    def _collaborative_for_encoders_that_need_it(self) -> "RunConfig":
+        """`card` and `collaborative` embeddings need a collaborative model: default one, visibly, in the config."""
+        if self.embed is not None and self.embed.name in NEEDS_COLLABORATIVE and self.collaborative is None:
+            self.collaborative = CollaborativeConfig()
+        return self
 
 
 class ConfigError(ValueError):
