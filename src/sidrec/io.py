@@ -68,6 +68,17 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
+def load_tensors_and_metadata(path: str | os.PathLike, required: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors plus the string metadata of a safetensors header; `required` names the tensor that must exist."""
+    from safetensors import safe_open
+
+    tensors = load_tensors(path)
+    if required not in tensors:
+        raise ArtifactError(f"{path}: no {required!r} tensor")
+    with safe_open(str(path), framework="pt") as fh:
+        return tensors, fh.metadata() or {}
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

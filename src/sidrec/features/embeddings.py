@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from sidrec.io import ArtifactError, load_tensors, save_tensors
+from sidrec.io import load_tensors_and_metadata, save_tensors
 
 
 @dataclass
@@ -41,11 +41,5 @@ class ItemEmbeddings:
 
     @classmethod
     def load(cls, path: str | Path) -> "ItemEmbeddings":
-        from safetensors import safe_open
-
-        tensors = load_tensors(path)
-        if "vectors" not in tensors:
-            raise ArtifactError(f"{path}: no 'vectors' tensor; not an ItemEmbeddings file")
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
+        tensors, meta = load_tensors_and_metadata(path, "vectors")
         return cls(tensors["vectors"], meta.get("encoder", "unknown"), json.loads(meta.get("info", "{}")))

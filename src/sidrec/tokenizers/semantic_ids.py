@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from sidrec.io import ArtifactError, load_tensors, save_tensors
+from sidrec.io import ArtifactError, load_tensors_and_metadata, save_tensors
 
 
 @dataclass
@@ -73,16 +73,8 @@ class SemanticIDs:
 
     @classmethod
     def load(cls, path: str | Path) -> "SemanticIDs":
-        from safetensors import safe_open
-
-        tensors = load_tensors(path)
-        if "codes" not in tensors:
-            raise ArtifactError(f"{path}: no 'codes' tensor; not a SemanticIDs file")
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        return cls(
-            tensors["codes"],
-            json.loads(meta["codebook_sizes"]),
-            meta.get("resolution", "none"),
-            json.loads(meta.get("info", "{}")),
-        )
+        tensors, meta = load_tensors_and_metadata(path, "codes")
+        if "codebook_sizes" not in meta:
+            raise ArtifactError(f"{path}: no codebook sizes in the header; not a SemanticIDs file")
+        return cls(tensors["codes"], json.loads(meta["codebook_sizes"]), meta.get("resolution", "none"),
+                   json.loads(meta.get("info", "{}")))
