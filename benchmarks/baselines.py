@@ -9,7 +9,6 @@ Writes benchmarks/results/baselines.{md,json}. Each run is a normal `sidrec run`
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path

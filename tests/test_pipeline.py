@@ -18,7 +18,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def tiger_config(tmp_path, p5_files):
-    return [f"data.name=custom", "data.format=p5", f"data.path={p5_files / 'seq.txt'}",
+    return ["data.name=custom", "data.format=p5", f"data.path={p5_files / 'seq.txt'}",
             f"data.items_path={p5_files / 'items.jsonl'}", f"data.cache_dir={tmp_path / 'data'}",
             f"cache_dir={tmp_path / 'stages'}", "embed.name=text", f"embed.cache_dir={tmp_path / 'emb'}",
             "embed.show_progress=false", "tokenize.name=rkmeans", "tokenize.n_levels=2", "tokenize.codebook_size=3",

@@ -12,7 +12,7 @@ per user against those shared keys/values (see `sidrec.decoding.beam_search`).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Callable, Iterator, Literal, Sequence
 
 import torch
