@@ -263,14 +263,17 @@ def _field(record: dict, key: str, path: Path, number: int):
     return record[key]
 
 
+def _reviews(path: str | Path, user: str, item: str, time: str) -> pd.DataFrame:
+    """Interactions from JSON-lines reviews, given the format's user, item and time field names."""
+    path = Path(path)
+    rows = [[_field(record, key, path, number) for key in (user, item, time)]
+            for number, record in _records(path, json.loads, "JSON line")]
+    users, items, times = zip(*rows) if rows else ((), (), ())
+    return _interactions(list(users), list(items), list(times))
+
+
 def read_amazon2014(reviews_path: str | Path, meta_path: str | Path | None = None) -> RawData:
     """Amazon Reviews 2014: `reviews_<Cat>_5.json.gz` (JSON lines) and `meta_<Cat>.json.gz` (Python literals)."""
-    reviews_path = Path(reviews_path)
-    users, items, times = [], [], []
-    for number, record in _records(reviews_path, json.loads, "JSON line"):
-        users.append(_field(record, "reviewerID", reviews_path, number))
-        items.append(_field(record, "asin", reviews_path, number))
-        times.append(_field(record, "unixReviewTime", reviews_path, number))
     records = []
     if meta_path is not None:
         meta_path = Path(meta_path)
@@ -283,17 +286,11 @@ def read_amazon2014(reviews_path: str | Path, meta_path: str | Path | None = Non
                 "description": _join(record.get("description")),
                 "image": _join(record.get("imUrl")),
             })
-    return RawData(_interactions(users, items, times), _items_frame(records))
+    return RawData(_reviews(reviews_path, "reviewerID", "asin", "unixReviewTime"), _items_frame(records))
 
 
 def read_amazon2023(reviews_path: str | Path, meta_path: str | Path | None = None) -> RawData:
     """Amazon Reviews 2023 JSONL: reviews keyed by `parent_asin`, metadata with `store`, `images`."""
-    reviews_path = Path(reviews_path)
-    users, items, times = [], [], []
-    for number, record in _records(reviews_path, json.loads, "JSON line"):
-        users.append(_field(record, "user_id", reviews_path, number))
-        items.append(_field(record, "parent_asin", reviews_path, number))
-        times.append(_field(record, "timestamp", reviews_path, number))
     records = []
     if meta_path is not None:
         meta_path = Path(meta_path)
@@ -308,7 +305,7 @@ def read_amazon2023(reviews_path: str | Path, meta_path: str | Path | None = Non
                 "description": _join(record.get("description")),
                 "image": first.get("large") or first.get("hi_res") or first.get("thumb"),
             })
-    return RawData(_interactions(users, items, times), _items_frame(records))
+    return RawData(_reviews(reviews_path, "user_id", "parent_asin", "timestamp"), _items_frame(records))
 
 
 # --- Generic interactions table -----------------------------------------------------------------

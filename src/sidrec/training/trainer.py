@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sidrec.config import TrainConfig
-from sidrec.io import ArtifactError, load_tensors, save_tensors
+from sidrec.io import ArtifactError, load_tensors, load_tensors_and_metadata, save_tensors
 from sidrec.training import distributed as dist
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,13 @@ CHECKPOINT = "last.safetensors"
 
 def checkpoint_metadata(path: str | Path) -> dict:
     """The trainer and optimizer state stored in a checkpoint's safetensors header."""
-    from safetensors import safe_open
+    return _parse_checkpoint_header(path, load_tensors_and_metadata(path, "rng.torch")[1])
 
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    if "trainer" not in meta:
+
+def _parse_checkpoint_header(path: str | Path, header: dict[str, str]) -> dict:
+    if "trainer" not in header:
         raise ArtifactError(f"{path}: not a sidrec training checkpoint (no trainer state)")
-    return {key: json.loads(meta[key]) for key in ("trainer", "optimizer")}
+    return {key: json.loads(header[key]) for key in ("trainer", "optimizer")}
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -101,8 +101,9 @@ class Trainer:
         """Continue from `checkpoints/last.safetensors` if present; returns whether it did."""
         if self.checkpoint_dir is None or not (self.checkpoint_dir / CHECKPOINT).exists():
             return False
-        meta = checkpoint_metadata(self.checkpoint_dir / CHECKPOINT)
-        tensors = load_tensors(self.checkpoint_dir / CHECKPOINT)
+        path = self.checkpoint_dir / CHECKPOINT
+        tensors, header = load_tensors_and_metadata(path, "rng.torch")  # one read: weights and state agree
+        meta = _parse_checkpoint_header(path, header)
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         slots: dict[int, dict] = {}
         for key, value in tensors.items():
