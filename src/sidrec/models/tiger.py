@@ -21,6 +21,7 @@ from torch import nn
 
 from sidrec.decoding.beam_search import constrained_beam_search
 from sidrec.decoding.trie import SIDTrie
+from sidrec.models.dropout import attention, dropout
 from pydantic import Field
 
 from sidrec.data import Dataset
@@ -118,7 +119,7 @@ class _FeedForward(nn.Module):
         self.p = cfg.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.wo(F.dropout(F.relu(self.wi(x), inplace=True), self.p, self.training))
+        return self.wo(dropout(F.relu(self.wi(x), inplace=True), self.p, self.training))
 
 
 class _EncoderLayer(nn.Module):
@@ -132,12 +133,10 @@ class _EncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
-        a = F.scaled_dot_product_attention(
-            self.attn.heads(h, self.attn.q), self.attn.heads(h, self.attn.k), self.attn.heads(h, self.attn.v),
-            attn_mask=bias, dropout_p=self.p if self.training else 0.0, scale=1.0,
-        )
-        x = x + F.dropout(self.attn.merge(a), self.p, self.training)
-        return x + F.dropout(self.ff(self.norm2(x)), self.p, self.training)
+        a = attention(self.attn.heads(h, self.attn.q), self.attn.heads(h, self.attn.k), self.attn.heads(h, self.attn.v),
+                      bias, self.p, self.training)
+        x = x + dropout(self.attn.merge(a), self.p, self.training)
+        return x + dropout(self.ff(self.norm2(x)), self.p, self.training)
 
 
 class _DecoderLayer(nn.Module):
@@ -164,7 +163,6 @@ class _DecoderLayer(nn.Module):
         beams' earlier self-attention keys/values (one new token per beam when given);
         `mem_k/mem_v [B, H, S, d_kv]` are the user's encoder keys/values, attended by all of its
         beams without being copied."""
-        drop = self.p if self.training else 0.0
         B, w, T, _ = x.shape
         attn = self.self_attn
         H, dk = attn.n_heads, attn.d_kv
@@ -172,15 +170,15 @@ class _DecoderLayer(nn.Module):
         q, k, v = (y.flatten(0, 1).unflatten(-1, (H, dk)).transpose(1, 2) for y in qkv.chunk(3, dim=-1))
         if cache is not None:  # [t + 1, B * w, H * dk] position-major -> [B * w, H, t + 1, dk]
             k, v = (y.unflatten(-1, (H, dk)).permute(1, 2, 0, 3) for y in cache.append(k[:, :, 0], v[:, :, 0]))
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=self_bias, dropout_p=drop, scale=1.0)
-        x = x + F.dropout(attn.merge(a).unflatten(0, (B, w)), self.p, self.training)
+        a = attention(q, k, v, self_bias, self.p, self.training)
+        x = x + dropout(attn.merge(a).unflatten(0, (B, w)), self.p, self.training)
 
         q = self.cross_attn.heads(self.norm2(x), self.cross_attn.q)  # [B, w, H, T, dk]
         q = q.transpose(1, 2).reshape(B, H, w * T, dk)  # all beams' queries of a user, one matrix
-        a = F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=mem_mask, dropout_p=drop, scale=1.0)
+        a = attention(q, mem_k, mem_v, mem_mask, self.p, self.training)
         a = a.unflatten(2, (w, T)).transpose(1, 2)
-        x = x + F.dropout(self.cross_attn.merge(a), self.p, self.training)
-        return x + F.dropout(self.ff(self.norm3(x)), self.p, self.training)
+        x = x + dropout(self.cross_attn.merge(a), self.p, self.training)
+        return x + dropout(self.ff(self.norm3(x)), self.p, self.training)
 
 
 class _BeamKV:
@@ -320,13 +318,13 @@ class TIGER(Recommender):
     # ----- network ------------------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        x = F.dropout(self.embed(input_ids), cfg.dropout, self.training)
+        x = dropout(self.embed(input_ids), cfg.dropout, self.training)
         pos = torch.arange(x.shape[1], device=x.device)
         buckets = relative_position_buckets(pos[None, :] - pos[:, None], True, cfg.rel_buckets, cfg.rel_max_distance)
         bias = self.enc_rel_bias(buckets).permute(2, 0, 1)[None] + _additive_mask(attention_mask, x.dtype)
         for layer in self.encoder:
             x = layer(x, bias)
-        return F.dropout(self.enc_norm(x), cfg.dropout, self.training)
+        return dropout(self.enc_norm(x), cfg.dropout, self.training)
 
     def _decoder_bias(self, length: int, device: torch.device) -> torch.Tensor:
         """Causal relative-position bias `[1, H, T, T]` of the decoder's self-attention."""
@@ -338,7 +336,7 @@ class TIGER(Recommender):
         return bias.masked_fill(rel > 0, torch.finfo(bias.dtype).min)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.dropout(self.dec_norm(x), self.config.dropout, self.training) * self.config.d_model**-0.5
+        h = dropout(self.dec_norm(x), self.config.dropout, self.training) * self.config.d_model**-0.5
         return h @ self.embed.weight.T
 
     def _memory(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
@@ -349,7 +347,7 @@ class TIGER(Recommender):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits `[B, T, vocab]` for decoder inputs `[B, T]` (start token = PAD)."""
         mem_kv, mem_mask = self._memory(input_ids, attention_mask)
-        x = F.dropout(self.embed(decoder_input_ids), self.config.dropout, self.training)[:, None]
+        x = dropout(self.embed(decoder_input_ids), self.config.dropout, self.training)[:, None]
         bias = self._decoder_bias(decoder_input_ids.shape[1], x.device)
         for layer, (k, v) in zip(self.decoder, mem_kv):
             x = layer(x, bias, None, k, v, mem_mask)

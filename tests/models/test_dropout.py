@@ -1,0 +1,46 @@
+"""The cheap dropout keeps F.dropout's contract: drop rate p, unbiased, identity in eval, seeded."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sidrec.models.dropout import attention, dropout
+
+
+def test_drops_at_rate_p_and_stays_unbiased():
+    torch.manual_seed(0)
+    y = dropout(torch.ones(1_000_000), 0.3, True)
+    assert (y == 0).float().mean().item() == pytest.approx(0.3, abs=0.002)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.005)
+    assert y.unique().tolist() == [0.0, pytest.approx(1 / 0.7, rel=1e-4)]
+
+
+def test_identity_without_training_or_rate():
+    x = torch.randn(4, 5)
+    assert dropout(x, 0.5, False) is x
+    assert dropout(x, 0.0, True) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        dropout(x, 1.0, True)
+
+
+def test_gradient_is_the_same_mask_and_seed_reproduces_it():
+    x = torch.randn(64, 33, requires_grad=True)
+    torch.manual_seed(1)
+    y = dropout(x, 0.5, True)
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x, 0.5, True), y)
+
+
+def test_attention_matches_sdpa_without_dropout_and_drops_weights_with_it():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 2, 7, 8).unbind(0)
+    bias = torch.randn(2, 2, 7, 7)
+    torch.testing.assert_close(attention(q, k, v, bias, 0.1, False), F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0))
+    weights = torch.softmax(q @ k.transpose(-1, -2) + bias, -1)
+    torch.manual_seed(2)
+    dropped = attention(q, k, v, bias, 0.5, True, scale=1.0)
+    torch.manual_seed(2)
+    expected = (weights * (dropout(torch.ones_like(weights), 0.5, True))) @ v
+    torch.testing.assert_close(dropped, expected)
