@@ -42,7 +42,7 @@ MHQ = {"n_views": 8, "n_levels": 3, "codebook_size": 256, "epochs": 10, "seed": 
 ASYMREC = {"hidden": 64, "layers": 2, "heads": 2, "ffn": 256, "dropout": 0.2, "max_len": 50, "experts": 4,
            "expert_hidden": 128}
 SASREC = {"hidden": 64, "layers": 2, "heads": 2, "ffn": 256, "dropout": 0.2, "max_len": 50}
-GRID = [(4, 2), (4, 3), (8, 2), (8, 3)]
+GRID = [(m, levels) for m in (2, 4, 8) for levels in (1, 2, 3)]
 
 
 def text_embeddings(ds: Dataset) -> ItemEmbeddings:

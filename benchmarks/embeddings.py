@@ -8,9 +8,9 @@ For each dataset and encoder it reports
   over the full catalogue, target = the last item (leave-one-out test split). Reported with history
   items kept in the ranking (the project protocol) and with them excluded.
 
-CARD's "collaborative context" neighbours come from item-item co-occurrence in the training part of
-the sequences (all but the last two items of each user), cosine-normalised, because no trained
-SASRec item embeddings are available to this benchmark.
+CARD's "collaborative context" neighbours and the `collaborative` row come from the CARD preset's
+SASRec (configs/card.yaml: trained on the training split only, under its time budget), built by the
+pipeline's own stages, so `sidrec run configs/card.yaml` reuses them from the stage cache.
 
 Usage: python benchmarks/embeddings.py [--datasets amazon-scientific amazon-beauty] [--threads 1]
 """
@@ -24,38 +24,26 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from sidrec.data import Dataset, load_dataset  # noqa: E402
-from sidrec.features import CardEncoder, ItemEmbeddings, TextEncoder, fuse, write_units  # noqa: E402
-from sidrec.features.card import render_units  # noqa: E402
-from sidrec.features.image import embed_images  # noqa: E402
-from sidrec.io import atomic_path, read_json, write_json  # noqa: E402
+from sidrec import pipeline
+from sidrec.config import load_config
+from sidrec.data import Dataset, load_dataset
+from sidrec.features import CardEncoder, ItemEmbeddings, TextEncoder, fuse, write_units
+from sidrec.features.card import nearest_neighbours, render_units
+from sidrec.features.image import embed_images
+from sidrec.io import atomic_path, read_json, write_json
 
 log = logging.getLogger("benchmarks.embeddings")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cooccurrence_neighbours(ds: Dataset, k: int = 3, chunk: int = 1024) -> torch.Tensor:
-    """Top-k items by cosine-normalised co-occurrence in users' training sequences (-1 when none)."""
-    items, offsets = ds.train_sequences()
-    users = torch.repeat_interleave(torch.arange(ds.n_users), offsets[1:] - offsets[:-1])
-    pairs = torch.unique(torch.stack([items, users]), dim=1)  # binary item x user incidence
-    a = torch.sparse_coo_tensor(pairs, torch.ones(pairs.shape[1]), (ds.n_items, ds.n_users), check_invariants=True)
-    at = a.t().to_sparse_csr()
-    counts = torch.bincount(pairs[0], minlength=ds.n_items).float()
-    out = torch.full((ds.n_items, k), -1, dtype=torch.long)
-    for start in range(0, ds.n_items, chunk):
-        end = min(start + chunk, ds.n_items)
-        rows = torch.arange(end - start)
-        co = (a.index_select(0, torch.arange(start, end)).to_sparse_csr() @ at).to_dense()
-        co[rows, rows + start] = 0
-        sims = co / (counts[start:end, None] * counts[None, :]).clamp(min=1).sqrt()
-        val, idx = sims.topk(k, dim=1)
-        out[start:end] = torch.where(val > 0, idx, torch.full_like(idx, -1))
-    return out
+def card_artifacts(name: str, runs: Path):
+    """The CARD preset's collaborative (SASRec, training split only) and CARD embeddings, exactly as
+    `sidrec run configs/card.yaml` builds them (and from the same stage cache)."""
+    config = load_config(ROOT / "configs" / "card.yaml", [f"data.name={name}", "collaborative.train.progress=false"])
+    return config, pipeline.build_artifacts(config, runs / f"{name}-card", until="embed")
 
 
 def retrieval_probe(ds: Dataset, emb: ItemEmbeddings, k: int = 10, chunk: int = 2048) -> dict:
@@ -101,9 +89,12 @@ def bench_dataset(name: str, args) -> dict:
                  "encoders": {}}
 
     t0 = time.perf_counter()
-    neighbours = cooccurrence_neighbours(ds, k=3)
-    res["neighbours"] = {"source": "co-occurrence (training part)", "seconds": round(time.perf_counter() - t0, 2),
-                         "items_without_neighbours": int((neighbours[:, 0] < 0).sum())}
+    config, art = card_artifacts(name, args.runs)
+    neighbours = nearest_neighbours(art.collaborative, k=config.embed.options().get("k", 3))
+    res["neighbours"] = {"source": f"SASRec item embeddings (cosine), {art.seconds}",
+                         "seconds": round(time.perf_counter() - t0, 2)}
+    res["encoders"]["collaborative"] = {"dim": art.collaborative.dim, "model": "SASRec (configs/card.yaml)",
+                                        **retrieval_probe(ds, art.collaborative)}
     if args.example_png and name == "amazon-scientific":
         tmp = write_units(items, args.example_png.parent / ".example", neighbours, rows=[args.example_item])[0]
         tmp.replace(args.example_png)
@@ -118,7 +109,7 @@ def bench_dataset(name: str, args) -> dict:
     log.info("%s text: %s", name, res["encoders"]["text"])
     res["encoders"]["image"] = {"note": "dataset ships no item pictures: image encoder not applicable"}
 
-    card = CardEncoder(cache_dir=args.cache_dir, k=3)
+    card = CardEncoder(cache_dir=args.cache_dir, k=neighbours.shape[1])
     n_time = min(args.time_items_image, len(items))
 
     def card_features(n: int) -> torch.Tensor:  # exactly CardEncoder._encode, restricted to the first n rows
@@ -132,7 +123,7 @@ def bench_dataset(name: str, args) -> dict:
                 "sec_per_1000": round(time_per_1000(card_features, n_time), 2),
                 "render_only_sec_per_1000": round(render_only, 2), "timed_on": n_time}
     if args.card_quality:
-        card_emb = card.encode(items, neighbours=neighbours)
+        card_emb = art.embeddings
         card_row.update(retrieval_probe(ds, card_emb))
         fused = fuse([text_emb, card_emb])
         res["encoders"]["fusion(text+card)"] = {"dim": fused.dim, "weights": [1.0, 1.0],
@@ -155,9 +146,9 @@ def markdown(results: dict) -> str:
         "Probe: mean of the history's L2-normalised item embeddings vs all items (cosine, full catalogue),",
         "leave-one-out test split (history = all but last item, target = last). `kept` = history items stay in",
         "the ranking (project protocol); `excl.` = history items removed.",
-        "CARD neighbours: item-item co-occurrence over the training part of the sequences (all but last two",
-        "items), cosine-normalised; SASRec item embeddings were not used. Amazon sets ship no pictures, so the",
-        "image encoder is not applicable and CARD units contain text + neighbour strip (placeholders).",
+        "CARD neighbours: cosine top-3 of the CARD preset's SASRec item embeddings (training split only; row",
+        "`collaborative` probes those embeddings themselves). Amazon sets ship no pictures, so the image",
+        "encoder is not applicable and CARD units contain text + neighbour strip (placeholders).",
         "",
         "| dataset | encoder | dim | s / 1k items | timed on | R@10 kept | N@10 kept | R@10 excl. | N@10 excl. |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -175,8 +166,7 @@ def markdown(results: dict) -> str:
             )
     lines += ["", "CARD rendering alone (no encoder), s / 1k items: " + ", ".join(
         f"{n}: {r['encoders']['card']['render_only_sec_per_1000']}" for n, r in results["datasets"].items())]
-    lines += ["Co-occurrence neighbours: " + ", ".join(
-        f"{n}: {r['neighbours']['items_without_neighbours']} items without any" for n, r in results["datasets"].items())]
+    lines += ["Collaborative stage: " + ", ".join(f"{n}: {r['neighbours']['source']}" for n, r in results["datasets"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -190,6 +180,7 @@ def main() -> None:
                         help="skip encoding the full catalogue with CARD (slow on CPU)")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache/sidrec/embeddings")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs/embeddings", help="run folders of the CARD stages")
     parser.add_argument("--example-png", type=Path, default=ROOT / "docs/images/card_unit_example.png")
     parser.add_argument("--example-item", type=int, default=0)
     parser.add_argument("--append", action="store_true",

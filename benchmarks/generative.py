@@ -66,6 +66,26 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def write_results(args, peak: float, rows: list[str], raw: list[dict]) -> list[str]:
+    """Rewrite the tables after every preset, so an interrupted benchmark keeps what it measured."""
+    lines = ["# Generative recommenders vs baselines", "",
+             f"Machine: {platform.machine()}, torch {torch.__version__}, {args.threads} threads, measured fp32 matmul "
+             f"peak {peak:.1f} GFLOP/s. Presets from configs/ (CPU sizes), extra overrides: {args.set or 'none'}. "
+             "Leave-one-out, full ranking, history items NOT excluded; validation NDCG@10 selects the epoch; "
+             "test read once per run. Samples/s = training samples (windows for SASRec, prefixes for TIGER) per "
+             "second of training incl. validation.", "",
+             "| data | preset | seeds | test R@10 | test N@10 | tail R@10 | coverage@10 | train samples/s | "
+             "train step GFLOP/s (of peak) | total s | stopped by |",
+             "|---|---|---|---|---|---|---|---|---|---|---|", *rows]
+    for name in args.datasets:
+        if name in PAPER:
+            lines.append(f"\nReference for {name}: {PAPER[name]}.")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_json(args.out.with_suffix(".json"), {"matmul_peak_gflops": peak, "runs": raw})
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["amazon-scientific", "ml-100k"])
@@ -105,22 +125,8 @@ def main() -> None:
                 f"{statistics.mean(r['seconds'] for r in results):.0f}",
                 str(results[0]["train"].get("stopped") or "converged/epochs"),
             ]) + " |")
+            lines = write_results(args, peak, rows, raw)
 
-    lines = ["# Generative recommenders vs baselines", "",
-             f"Machine: {platform.machine()}, torch {torch.__version__}, {args.threads} threads, measured fp32 matmul "
-             f"peak {peak:.1f} GFLOP/s. Presets from configs/ (CPU sizes), extra overrides: {args.set or 'none'}. "
-             "Leave-one-out, full ranking, history items NOT excluded; validation NDCG@10 selects the epoch; "
-             "test read once per run. Samples/s = training samples (windows for SASRec, prefixes for TIGER) per "
-             "second of training incl. validation.", "",
-             "| data | preset | seeds | test R@10 | test N@10 | tail R@10 | coverage@10 | train samples/s | "
-             "train step GFLOP/s (of peak) | total s | stopped by |",
-             "|---|---|---|---|---|---|---|---|---|---|---|", *rows]
-    for name in args.datasets:
-        if name in PAPER:
-            lines.append(f"\nReference for {name}: {PAPER[name]}.")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    write_json(args.out.with_suffix(".json"), {"matmul_peak_gflops": peak, "runs": raw})
     print("\n".join(lines))
 
 
