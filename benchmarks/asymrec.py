@@ -3,7 +3,8 @@
 Per dataset: MiniLM text embeddings (sidrec.features TextEncoder, cached) -> MHQ semantic IDs
 (dedup-resolved) -> models trained under a wall-clock budget with validation NDCG@10 selecting the
 epoch (patience 3); the test split is read once per run. Also: ablations (SID inputs, one expert,
-regression targets, MHQ without balance/orthogonality), effective rank of the output hidden states
+regression targets, MHQ without balance/orthogonality), TIGER (small preset, RQ-VAE SIDs of the same
+text embeddings, same budget and learning rate), effective rank of the output hidden states
 (discrete vs continuous targets) and a small M x L grid (scientific only). Histories are NOT
 excluded from the ranking (EvalConfig default).
 
@@ -41,6 +42,8 @@ EVAL = EvalConfig(ks=[5, 10, 20], max_len=50)
 MHQ = {"n_views": 8, "n_levels": 3, "codebook_size": 256, "epochs": 10, "seed": SEED}
 ASYMREC = {"hidden": 64, "layers": 2, "heads": 2, "ffn": 256, "dropout": 0.2, "max_len": 50, "experts": 4,
            "expert_hidden": 128}
+TIGER = {"preset": "small", "max_history": 20, "beam_width": 20}
+RQVAE = {"n_levels": 3, "codebook_size": 256, "latent_dim": 32, "epochs": 100, "seed": SEED}
 SASREC = {"hidden": 64, "layers": 2, "heads": 2, "ffn": 256, "dropout": 0.2, "max_len": 50}
 GRID = [(m, levels) for m in (2, 4, 8) for levels in (1, 2, 3)]
 
@@ -122,6 +125,8 @@ def bench_dataset(name: str, args) -> dict:
     runs = [
         run(ds, "popularity", "popularity", {}, 0, args.threads, bs),
         run(ds, "SASRec", "sasrec", SASREC, big, args.threads, bs),
+        run(ds, "TIGER (RQ-VAE SIDs)", "tiger", TIGER, big, args.threads, bs,
+            sids=tokenize(emb, "rqvae", "dedup", RQVAE)[1]),
         run(ds, "AsymRec (MSP + MHQ)", "asymrec", ASYMREC, big, args.threads, bs, **ctx),
         run(ds, "ablation: regression targets", "asymrec", {**ASYMREC, "targets": "regression"}, small,
             args.threads, bs, **ctx),
@@ -140,6 +145,8 @@ def bench_dataset(name: str, args) -> dict:
     result["mhq_no_balance_ortho"] = plain_mhq
     runs.append(run(ds, "ablation: MHQ w/o balance+ortho", "asymrec", ASYMREC, small, args.threads, bs,
                     embeddings=emb, sids=plain))
+    if name not in args.grid_on:
+        return result
     grid = []
     for m, levels in GRID:
         grid_sids, grid_mhq = (sids, mhq) if (m, levels) == (8, 3) else mhq_sids(emb, n_views=m, n_levels=levels)
@@ -189,6 +196,7 @@ def markdown(results: dict) -> str:
                 lines.append(f"| {c['M']} | {c['L']} | {c['M'] * c['L']} | {c['mhq']['collision_rate_before']:.4f} | "
                              f"{fmt(c['valid']['ndcg@10'])} | {fmt(c['test']['ndcg@10'])} | "
                              f"{fmt(c['test']['recall@10_tail'])} |")
+        if "mhq_no_balance_ortho" in res:
             p = res["mhq_no_balance_ortho"]
             lines += ["", f"MHQ without balance/orthogonality: energy share per view {p['energy_share_per_view']}, "
                       f"balance {p['balance']:.3f}, relative recon error {p['relative_recon_error']:.3f}, collisions "
@@ -207,7 +215,9 @@ def main() -> None:
     parser.add_argument("--notes", type=Path, default=None, help="markdown file appended as the 'Reading' section")
     parser.add_argument("--render-only", action="store_true", help="rewrite asymrec.md from asymrec.json (+ notes)")
     parser.add_argument("--ablations-on", nargs="*", default=["amazon-scientific"],
-                        help="datasets that also get the SID/expert/MHQ ablations and the M x L grid")
+                        help="datasets that also get the SID-input / 1-expert / plain-MHQ ablations")
+    parser.add_argument("--grid-on", nargs="*", default=["amazon-scientific"],
+                        help="datasets (among --ablations-on) that also get the M x L grid")
     parser.add_argument("--mhq-epochs", type=int, default=MHQ["epochs"])
     args = parser.parse_args()
     MHQ["epochs"] = args.mhq_epochs
