@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def card_artifacts(name: str, runs: Path):
     """The CARD preset's collaborative (SASRec, training split only) and CARD embeddings, exactly as
     `sidrec run configs/card.yaml` builds them (and from the same stage cache)."""
-    config = load_config(ROOT / "configs" / "card.yaml", [f"data.name={name}", "collaborative.train.progress=false"])
+    config = load_config(ROOT / "configs" / "card.yaml", [f"data.name={name}"])
     return config, pipeline.build_artifacts(config, runs / f"{name}-card", until="embed")
 
 
