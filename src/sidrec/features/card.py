@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from sidrec.features.base import DEFAULT_CACHE_DIR, CachedEncoder, Fingerprint, column_text
+from sidrec.features.base import DEFAULT_CACHE_DIR, Fingerprint, column_text
 from sidrec.features.embeddings import ItemEmbeddings
 from sidrec.features.image import (
     EFFICIENTNET_LITE0,
-    VisionBackend,
+    VisionEncoder,
     _source_signature,
     embed_images,
-    load_backend,
     load_image,
 )
 from sidrec.io import atomic_path
@@ -315,7 +314,7 @@ def card_fingerprint(fp: Fingerprint, items: pd.DataFrame, neighbours: Any, layo
     return fp.add(torch.as_tensor(neighbours) if neighbours is not None else None)
 
 
-class CardEncoder(CachedEncoder):
+class CardEncoder(VisionEncoder):
     """Render every item's unit and take pooled image features; ctx: `neighbours` or `collaborative`."""
 
     name = "card"
@@ -331,21 +330,9 @@ class CardEncoder(CachedEncoder):
         cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
         **layout_options: Any,
     ) -> None:
-        super().__init__(cache_dir)
+        super().__init__(backend, image_column, batch_size, normalize, device, cache_dir)
         self.layout = replace(CardLayout(), **layout_options)
         self.layout_options = layout_options
-        self.backend_name, self.image_column = backend, image_column
-        self.batch_size, self.normalize, self.device = batch_size, normalize, device
-        self._backend: VisionBackend | None = None
-
-    @property
-    def backend(self) -> VisionBackend:
-        if self._backend is None:
-            self._backend = load_backend(self.backend_name, self.device)
-        return self._backend
-
-    def _backend_id(self) -> str:
-        return os.path.abspath(self.backend_name) if os.path.isdir(self.backend_name) else self.backend_name
 
     def fingerprint(self, items: pd.DataFrame, neighbours: Any = None, collaborative: Any = None, **ctx: Any) -> Fingerprint:
         nb = resolve_neighbours(len(items), self.layout.k, neighbours, collaborative)

@@ -222,7 +222,27 @@ def _source_signature(sources: pd.Series) -> list:
     return sig
 
 
-class ImageEncoder(CachedEncoder):
+class VisionEncoder(CachedEncoder):
+    """An encoder that feeds images to a vision backbone, loaded on first use (shared by `image` and `card`)."""
+
+    def __init__(self, backend: str, image_column: str, batch_size: int, normalize: bool, device: str | None,
+                 cache_dir: str | os.PathLike | None) -> None:
+        super().__init__(cache_dir)
+        self.backend_name, self.image_column = backend, image_column
+        self.batch_size, self.normalize, self.device = batch_size, normalize, device
+        self._backend: VisionBackend | None = None
+
+    @property
+    def backend(self) -> VisionBackend:
+        if self._backend is None:
+            self._backend = load_backend(self.backend_name, self.device)
+        return self._backend
+
+    def _backend_id(self) -> str:
+        return os.path.abspath(self.backend_name) if os.path.isdir(self.backend_name) else self.backend_name
+
+
+class ImageEncoder(VisionEncoder):
     """Vision-backbone features of each item's picture (column `image_column`: local path or URL)."""
 
     name = "image"
@@ -241,23 +261,12 @@ class ImageEncoder(CachedEncoder):
         device: str | None = None,
         cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
     ) -> None:
-        super().__init__(cache_dir)
         if fallback not in {"zero", "card"}:
             raise ValueError(f"ImageEncoder fallback must be 'zero' or 'card', got {fallback!r}")
-        self.backend_name, self.image_column = backend, image_column
-        self.batch_size, self.normalize, self.fallback = batch_size, normalize, fallback
+        super().__init__(backend, image_column, batch_size, normalize, device, cache_dir)
+        self.fallback = fallback
         self.card_options = dict(card_options or {})
-        self.timeout, self.retries, self.device = timeout, retries, device
-        self._backend: VisionBackend | None = None
-
-    @property
-    def backend(self) -> VisionBackend:
-        if self._backend is None:
-            self._backend = load_backend(self.backend_name, self.device)
-        return self._backend
-
-    def _backend_id(self) -> str:
-        return os.path.abspath(self.backend_name) if os.path.isdir(self.backend_name) else self.backend_name
+        self.timeout, self.retries = timeout, retries
 
     def fingerprint(self, items: pd.DataFrame, **ctx: Any) -> Fingerprint:
         fp = Fingerprint().add({"backend": self._backend_id(), "normalize": self.normalize, "fallback": self.fallback})
