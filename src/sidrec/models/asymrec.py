@@ -23,19 +23,13 @@ from torch import nn
 
 from sidrec.decoding.trie import SIDTrie
 from sidrec.features.embeddings import ItemEmbeddings
-from sidrec.models.base import ModelOptions, Recommender, scores_top_k, truncate_histories
-from sidrec.models.causal import CausalEncoder, init_transformer_weights, last_states
+from sidrec.models.base import Recommender, scores_top_k, truncate_histories
+from sidrec.models.causal import CausalEncoder, CausalOptions, init_transformer_weights, last_states
 from sidrec.models.sasrec import SASRec
 from sidrec.tokenizers.semantic_ids import SemanticIDs
 
 
-class AsymRecOptions(ModelOptions):
-    hidden: int = Field(64, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    ffn: int = Field(256, ge=8, description="feed-forward inner size")
-    dropout: float = Field(0.2, ge=0, lt=1)
-    max_len: int = Field(50, ge=2, description="items of history attended to")
+class AsymRecOptions(CausalOptions):
     inputs: Literal["msp", "sid"] = Field("msp", description="continuous embeddings via MSP, or SID-token sums")
     experts: int = Field(4, ge=1, description="MSP experts")
     expert_hidden: int = Field(128, ge=1, description="inner width of each 2-layer expert MLP")
@@ -112,7 +106,7 @@ class AsymRec(Recommender):
             self.msp = MultiExpertProjection(embeddings.dim, o.expert_hidden, o.hidden, o.experts)
         else:
             self.code_embedding = nn.Embedding(sum(sizes), o.hidden)
-        self.encoder = CausalEncoder(o.hidden, o.layers, o.heads, o.ffn, o.dropout, o.max_len)
+        self.encoder = CausalEncoder.from_options(o)
         if o.targets == "mhq":
             k_max = max(sizes)
             self.code_heads = nn.Parameter(torch.randn(len(sizes), k_max, o.hidden) * 0.02)  # one head per position

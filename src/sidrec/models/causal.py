@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from sidrec.models.base import ModelOptions
+
+
+class CausalOptions(ModelOptions):
+    """Shape of the causal stack (shared option names of SASRec and AsymRec)."""
+
+    hidden: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    ffn: int = Field(256, ge=8, description="feed-forward inner size")
+    dropout: float = Field(0.2, ge=0, lt=1)
+    max_len: int = Field(50, ge=2, description="items of history attended to")
 
 
 def init_transformer_weights(module: nn.Module) -> None:
@@ -28,6 +42,10 @@ class CausalEncoder(nn.Module):
                                            norm_first=True)
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.output_norm = nn.LayerNorm(hidden)
+
+    @classmethod
+    def from_options(cls, o: CausalOptions) -> "CausalEncoder":
+        return cls(o.hidden, o.layers, o.heads, o.ffn, o.dropout, o.max_len)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         steps = x.shape[1]

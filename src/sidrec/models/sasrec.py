@@ -14,17 +14,12 @@ from pydantic import Field
 from torch import nn
 
 from sidrec.data import Dataset
-from sidrec.models.base import ModelOptions, Recommender, bucketed_batches, scores_top_k, truncate_histories
-from sidrec.models.causal import CausalEncoder, init_transformer_weights, last_states
+from sidrec.models.base import Recommender, bucketed_batches, scores_top_k, truncate_histories
+from sidrec.models.causal import CausalEncoder, CausalOptions, init_transformer_weights, last_states
 
 
-class SASRecOptions(ModelOptions):
-    hidden: int = Field(64, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    ffn: int = Field(256, ge=8, description="feed-forward inner size")
+class SASRecOptions(CausalOptions):
     dropout: float = Field(0.5, ge=0, lt=1)
-    max_len: int = Field(50, ge=2, description="items of history attended to")
 
 
 class SASRec(Recommender):
@@ -34,8 +29,7 @@ class SASRec(Recommender):
     def __init__(self, options: SASRecOptions, n_items: int) -> None:
         super().__init__(options, n_items)
         self.item_embedding = nn.Embedding(n_items + 1, options.hidden, padding_idx=0)  # 0 = padding
-        self.encoder = CausalEncoder(options.hidden, options.layers, options.heads, options.ffn, options.dropout,
-                                     options.max_len)
+        self.encoder = CausalEncoder.from_options(options)
         self.apply(init_transformer_weights)
 
     def hidden_states(self, histories: torch.Tensor) -> torch.Tensor:
