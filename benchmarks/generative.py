@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sidrec import pipeline
 from sidrec.config import load_config
-from sidrec.io import write_json
+from sidrec.io import atomic_path, read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ["popularity", "sasrec", "tiger", "card"]
@@ -66,22 +66,42 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def write_results(args, peak: float, rows: list[str], raw: list[dict]) -> list[str]:
-    """Rewrite the tables after every preset, so an interrupted benchmark keeps what it measured."""
+def table_row(runs: list[dict], peak: float) -> str:
+    """One dataset x preset: metrics as mean ± std over its seeds, throughput from the first seed."""
+    test, first = [r["test"] for r in runs], runs[0]
+    eff = first.get("efficiency")
+    return "| " + " | ".join([
+        first["dataset"], first["preset"], ",".join(str(r["seed"]) for r in runs),
+        mean_std([t["recall@10"] for t in test]), mean_std([t["ndcg@10"] for t in test]),
+        mean_std([t["recall@10_tail"] for t in test]), mean_std([t["coverage@10"] for t in test]),
+        str(first["train"].get("samples_per_second", "–")),
+        f"{eff['gflops']:.1f} ({eff['gflops'] / peak:.0%})" if eff else "–",
+        f"{statistics.mean(r['seconds'] for r in runs):.0f}",
+        str(first["train"].get("stopped") or "converged/epochs"),
+    ]) + " |"
+
+
+def write_results(args, peak: float, raw: list[dict]) -> list[str]:
+    """Rewrite the tables after every run, so an interrupted benchmark keeps what it measured."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in raw:
+        groups.setdefault((r["dataset"], r["preset"]), []).append(r)
+    datasets = list(dict.fromkeys(r["dataset"] for r in raw))
     lines = ["# Generative recommenders vs baselines", "",
              f"Machine: {platform.machine()}, torch {torch.__version__}, {args.threads} threads, measured fp32 matmul "
              f"peak {peak:.1f} GFLOP/s. Presets from configs/ (CPU sizes), extra overrides: {args.set or 'none'}. "
              "Leave-one-out, full ranking, history items NOT excluded; validation NDCG@10 selects the epoch; "
              "test read once per run. Samples/s = training samples (windows for SASRec, prefixes for TIGER) per "
-             "second of training incl. validation.", "",
+             "second of training incl. validation. Metrics are mean ± std over the listed seeds.", "",
              "| data | preset | seeds | test R@10 | test N@10 | tail R@10 | coverage@10 | train samples/s | "
              "train step GFLOP/s (of peak) | total s | stopped by |",
-             "|---|---|---|---|---|---|---|---|---|---|---|", *rows]
-    for name in args.datasets:
-        if name in PAPER:
-            lines.append(f"\nReference for {name}: {PAPER[name]}.")
+             "|---|---|---|---|---|---|---|---|---|---|---|", *(table_row(runs, peak) for runs in groups.values())]
+    lines += [f"\nReference for {name}: {PAPER[name]}." for name in datasets if name in PAPER]
+    if args.notes is not None:
+        lines += ["", "## Reading", "", args.notes.read_text().strip()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    with atomic_path(args.out.with_suffix(".md")) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     write_json(args.out.with_suffix(".json"), {"matmul_peak_gflops": peak, "runs": raw})
     return lines
 
@@ -95,38 +115,31 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="overrides applied to every run")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "generative")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "generative")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the other datasets' runs already in OUT.json (rerun some datasets only)")
+    parser.add_argument("--notes", type=Path, default=None, help="markdown appended as a 'Reading' section")
+    parser.add_argument("--render-only", action="store_true", help="rewrite OUT.md from OUT.json (+ --notes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    previous = read_json(args.out.with_suffix(".json")) if args.append or args.render_only else None
+    if args.render_only:
+        print("\n".join(write_results(args, previous["matmul_peak_gflops"], previous["runs"])))
+        return
     peak = matmul_peak()
     print(f"matmul peak: {peak:.1f} GFLOP/s", flush=True)
-
-    rows, raw = [], []
+    raw = [r for r in previous["runs"] if r["dataset"] not in args.datasets] if previous else []
     for name in args.datasets:
         for preset in args.presets:
-            results = []
             for seed in args.seeds:
                 overrides = [f"data.name={name}", f"train.seed={seed}", "train.progress=false", *args.set]
                 config = load_config(ROOT / "configs" / f"{preset}.yaml", overrides)
                 run_dir = args.runs / f"{name}-{preset}-seed{seed}"
                 metrics = pipeline.run(config, run_dir)
                 metrics["efficiency"] = step_efficiency(run_dir, config.train.batch_size)
-                results.append(metrics)
                 raw.append({k: v for k, v in metrics.items() if k != "config"} | {"preset": preset, "config": metrics["config"]})
                 print(f"{name} {preset} seed {seed}: test R@10 {metrics['test']['recall@10']:.4f} "
                       f"N@10 {metrics['test']['ndcg@10']:.4f} ({metrics['seconds']:.0f} s)", flush=True)
-            test = [r["test"] for r in results]
-            eff = results[0]["efficiency"]
-            rows.append("| " + " | ".join([
-                name, preset, ",".join(map(str, args.seeds)),
-                mean_std([t["recall@10"] for t in test]), mean_std([t["ndcg@10"] for t in test]),
-                mean_std([t["recall@10_tail"] for t in test]), mean_std([t["coverage@10"] for t in test]),
-                str(results[0]["train"].get("samples_per_second", "–")),
-                f"{eff['gflops']:.1f} ({eff['gflops'] / peak:.0%})" if eff else "–",
-                f"{statistics.mean(r['seconds'] for r in results):.0f}",
-                str(results[0]["train"].get("stopped") or "converged/epochs"),
-            ]) + " |")
-            lines = write_results(args, peak, rows, raw)
-
+                lines = write_results(args, peak, raw)
     print("\n".join(lines))
 
 
