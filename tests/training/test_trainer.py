@@ -87,3 +87,13 @@ def test_time_budget_stops_inside_an_epoch_and_still_validates(cyclic_dataset):
     result = trainer.fit(model.make_batches(cyclic_dataset, 4), lambda m: calls.append(1) or {"ndcg@10": 0.5})
     assert trainer.state["global_step"] == 1 and result["stopped"].startswith("time budget")
     assert calls == [1] and result["best_valid_ndcg@10"] == 0.5
+    assert result["seconds_per_epoch"] is None  # the only epoch was cut short: no per-epoch time to report
+
+
+def test_seconds_per_epoch_averages_complete_epochs(cyclic_dataset):
+    model = fresh_model(cyclic_dataset)
+    result = Trainer(model, TrainConfig(epochs=2, batch_size=4, patience=5, progress=False)).fit(
+        model.make_batches(cyclic_dataset, 4), lambda m: {"ndcg@10": 0.5})
+    seconds = [r["seconds"] for r in result["history"]]
+    assert all(r["complete"] for r in result["history"])
+    assert result["seconds_per_epoch"] == round(sum(seconds) / 2, 2)

@@ -184,7 +184,8 @@ class Trainer:
                     break
             bar.close()
             record = {"epoch": epoch + 1, "loss": sum(losses) / max(len(losses), 1),
-                      "seconds": round(time.perf_counter() - epoch_start, 3)}
+                      "seconds": round(time.perf_counter() - epoch_start, 3),
+                      "complete": len(losses) == len(batches)}  # not cut by the budget, not resumed midway
             self.state["epoch"] = epoch + 1
             self.state["step_in_epoch"] = 0
             if validate is not None and ((epoch + 1) % config.eval_every == 0 or self.state["stopped"]):
@@ -209,7 +210,8 @@ class Trainer:
             self.model.load_state_dict(self._best_weights)
         self.model.eval()
         seconds = self.state["train_seconds"]
-        return {"epochs": self.state["epoch"], "best_epoch": self.state["best_epoch"],
+        full = [r["seconds"] for r in self.state["history"] if r.get("complete", True)]
+        return {"epochs": self.state["epoch"], "seconds_per_epoch": round(sum(full) / len(full), 2) if full else None, "best_epoch": self.state["best_epoch"],
                 f"best_valid_{self.select_metric}": self.state["best"], "stopped": self.state["stopped"],
                 "train_seconds": round(seconds, 3), "samples_per_second": round(self.state["samples"] / max(seconds, 1e-9), 1),
                 "history": self.state["history"]}
