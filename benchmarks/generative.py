@@ -69,7 +69,7 @@ def mean_std(values: list[float]) -> str:
 def table_row(runs: list[dict], peak: float) -> str:
     """One dataset x preset: metrics as mean ± std over its seeds, throughput from the first seed."""
     test, first = [r["test"] for r in runs], runs[0]
-    eff = first.get("efficiency")
+    eff, peak = first.get("efficiency"), first.get("matmul_peak_gflops", peak)
     return "| " + " | ".join([
         first["dataset"], first["preset"], ",".join(str(r["seed"]) for r in runs),
         mean_std([t["recall@10"] for t in test]), mean_std([t["ndcg@10"] for t in test]),
@@ -88,8 +88,8 @@ def write_results(args, peak: float, raw: list[dict]) -> list[str]:
         groups.setdefault((r["dataset"], r["preset"]), []).append(r)
     datasets = list(dict.fromkeys(r["dataset"] for r in raw))
     lines = ["# Generative recommenders vs baselines", "",
-             f"Machine: {platform.machine()}, torch {torch.__version__}, {args.threads} threads, measured fp32 matmul "
-             f"peak {peak:.1f} GFLOP/s. Presets from configs/ (CPU sizes), extra overrides: {args.set or 'none'}. "
+             f"Machine: {platform.machine()}, torch {torch.__version__}, {args.threads} threads; fp32 matmul peak "
+             f"measured at the start of each invocation (latest {peak:.1f} GFLOP/s; each row's fraction uses its own). Presets from configs/ (CPU sizes), extra overrides: {args.set or 'none'}. "
              "Leave-one-out, full ranking, history items NOT excluded; validation NDCG@10 selects the epoch; "
              "test read once per run. Samples/s = training samples (windows for SASRec, prefixes for TIGER) per "
              "second of training incl. validation. Metrics are mean ± std over the listed seeds.", "",
@@ -136,6 +136,7 @@ def main() -> None:
                 run_dir = args.runs / f"{name}-{preset}-seed{seed}"
                 metrics = pipeline.run(config, run_dir)
                 metrics["efficiency"] = step_efficiency(run_dir, config.train.batch_size)
+                metrics["matmul_peak_gflops"] = round(peak, 1)
                 raw.append({k: v for k, v in metrics.items() if k != "config"} | {"preset": preset, "config": metrics["config"]})
                 print(f"{name} {preset} seed {seed}: test R@10 {metrics['test']['recall@10']:.4f} "
                       f"N@10 {metrics['test']['ndcg@10']:.4f} ({metrics['seconds']:.0f} s)", flush=True)
