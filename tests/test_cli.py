@@ -44,3 +44,15 @@ def test_bad_config_exits_with_a_clear_message(tmp_path):
                              "--set", "train.lr=fast"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "train.lr" in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+def test_demo_prints_one_table_of_every_preset_with_its_wall_clock(tmp_path):
+    result = runner.invoke(app, ["demo", "--presets", "popularity,sasrec", "--out", str(tmp_path / "demo"),
+                                 "--set", "train.epochs=1", "--set", "train.progress=false",
+                                 "--set", f"cache_dir={tmp_path / 'stages'}",
+                                 "--set", f"data.cache_dir={tmp_path / 'datasets'}"])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "| popularity | ml-100k |" in report and "| sasrec | ml-100k |" in report
+    assert "s/epoch" in report.splitlines()[0] and "All 2 presets:" in report
+    assert report.strip() in result.output.strip()
