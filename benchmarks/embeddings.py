@@ -51,9 +51,8 @@ def retrieval_probe(ds: Dataset, emb: ItemEmbeddings, k: int = 10, chunk: int = 
     max_len = int(ds.lengths.max())
     _, hist, target = ds.split("test", max_len=max_len)
     x = F.normalize(emb.vectors, dim=1)
-    valid = hist >= 0
-    summed = (x[hist.clamp(min=0)] * valid[..., None]).sum(1)
-    user = F.normalize(summed, dim=1)
+    rows, cols = (hist >= 0).nonzero(as_tuple=True)  # sum per user without a [users, length, dim] tensor
+    user = F.normalize(torch.zeros(len(hist), x.shape[1]).index_add_(0, rows, x[hist[rows, cols]]), dim=1)
     result = {}
     for exclude in (False, True):
         hits, ndcg = [], []
