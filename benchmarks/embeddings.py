@@ -165,7 +165,7 @@ def markdown(results: dict) -> str:
             )
     lines += ["", "CARD rendering alone (no encoder), s / 1k items: " + ", ".join(
         f"{n}: {r['encoders']['card']['render_only_sec_per_1000']}" for n, r in results["datasets"].items())]
-    lines += ["Collaborative stage: " + ", ".join(f"{n}: {r['neighbours']['source']}" for n, r in results["datasets"].items())]
+    lines += ["Pipeline stages behind the CARD rows (seconds in this run; ~0 = reused from the stage cache): " + ", ".join(f"{n}: {r['neighbours']['source']}" for n, r in results["datasets"].items())]
     return "\n".join(lines) + "\n"
 
 
