@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -275,8 +276,22 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="parent folde
     print(table)
 
 
+def flush_subnormals() -> None:
+    """Treat subnormal floats as zero in this process, unless SIDREC_KEEP_DENORMALS=1.
+
+    Attention weights and activations of a trained model underflow into subnormals, which x86 CPUs
+    handle ~20x slower: a TIGER step of a model trained for 4 epochs took 0.54 s instead of 0.30 s.
+    Only values below 1.2e-38 change. It must run before torch starts its worker threads (they
+    inherit it), so the command line does it first; a library user calls
+    `torch.set_flush_denormal(True)` at the start of the program.
+    """
+    if os.environ.get("SIDREC_KEEP_DENORMALS", "").lower() not in {"1", "true", "yes"}:
+        torch.set_flush_denormal(True)
+
+
 def entry() -> None:
     """Console entry point: known failures print one clear line instead of a traceback."""
+    flush_subnormals()
     try:
         app(standalone_mode=False)
     except click.exceptions.Exit as exc:
