@@ -139,7 +139,7 @@ def main() -> None:
                 metrics = pipeline.run(config, run_dir)
                 metrics["efficiency"] = step_efficiency(run_dir, config.train.batch_size)
                 metrics["matmul_peak_gflops"] = round(peak, 1)
-                raw.append({k: v for k, v in metrics.items() if k != "config"} | {"preset": preset, "config": metrics["config"]})
+                raw.append({**metrics, "preset": preset})
                 print(f"{name} {preset} seed {seed}: test R@10 {metrics['test']['recall@10']:.4f} "
                       f"N@10 {metrics['test']['ndcg@10']:.4f} ({metrics['seconds']:.0f} s)", flush=True)
                 lines = write_results(args, peak, raw)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sidrec import pipeline
-from sidrec.config import AlgorithmSpec, ConfigError, RunConfig, load_config
+from sidrec.config import AlgorithmSpec, ConfigError, RunConfig, env_flag, load_config
 from sidrec.data import DATASETS, DataFormatError, load_dataset
 from sidrec.evaluation import evaluate
 from sidrec.evaluation.report import results_table
@@ -285,7 +284,7 @@ def flush_subnormals() -> None:
     inherit it), so the command line does it first; a library user calls
     `torch.set_flush_denormal(True)` at the start of the program.
     """
-    if os.environ.get("SIDREC_KEEP_DENORMALS", "").lower() not in {"1", "true", "yes"}:
+    if not env_flag("SIDREC_KEEP_DENORMALS"):
         torch.set_flush_denormal(True)
 
 

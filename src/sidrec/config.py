@@ -7,6 +7,7 @@ every model.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,3 +142,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         where = f"{path}: " if path else ""
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{where}{problems}") from exc
+
+
+def env_flag(name: str) -> bool:
+    """Whether environment variable `name` is set to 1 / true / yes (any case)."""
+    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

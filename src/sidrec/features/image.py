@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sidrec.config import env_flag
 from sidrec.features.base import DEFAULT_CACHE_DIR, CachedEncoder, Fingerprint, column_text
 from sidrec.features.embeddings import ItemEmbeddings
 
@@ -36,7 +37,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def offline() -> bool:
     """True when the environment asks for no network access (then URLs are not fetched)."""
-    return any(os.environ.get(v, "").lower() in {"1", "true", "yes"} for v in ("SIDREC_OFFLINE", "HF_HUB_OFFLINE"))
+    return env_flag("SIDREC_OFFLINE") or env_flag("HF_HUB_OFFLINE")
 
 
 def _is_url(source: str) -> bool:

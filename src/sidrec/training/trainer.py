@@ -211,7 +211,8 @@ class Trainer:
         self.model.eval()
         seconds = self.state["train_seconds"]
         full = [r["seconds"] for r in self.state["history"] if r.get("complete", True)]
-        return {"epochs": self.state["epoch"], "seconds_per_epoch": round(sum(full) / len(full), 2) if full else None, "best_epoch": self.state["best_epoch"],
+        return {"epochs": self.state["epoch"], "seconds_per_epoch": round(sum(full) / len(full), 2) if full else None,
+                "best_epoch": self.state["best_epoch"],
                 f"best_valid_{self.select_metric}": self.state["best"], "stopped": self.state["stopped"],
                 "train_seconds": round(seconds, 3), "samples_per_second": round(self.state["samples"] / max(seconds, 1e-9), 1),
                 "history": self.state["history"]}
