@@ -48,6 +48,8 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps (0 = per epoch only)")
     max_seconds: float | None = Field(None, description="stop training after this wall time")
     num_threads: int | None = Field(None, description="torch intra-op threads (null = torch default)")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast the training forward pass "
+                                               "(fast on CPUs with AMX/AVX512-BF16; evaluation stays fp32)")
     device: str = "cpu"
     progress: bool = True
 
@@ -58,6 +60,9 @@ class EvalConfig(Section):
     batch_size: int = Field(1024, ge=1)
     max_len: int = Field(50, ge=1, description="history items fed to a model at evaluation")
     tail_fraction: float = Field(0.8, gt=0, lt=1, description="share of least popular items called 'tail'")
+    select_users: int | None = Field(None, ge=1, description="epoch selection validates on this many users "
+                                     "(a fixed, seeded sample; null = all); final valid/test use all users")
+    select_seed: int = Field(0, description="seed of the epoch-selection user sample")
 
 
 class AlgorithmSpec(BaseModel):

@@ -111,7 +111,8 @@ def fit_model(model: Recommender, dataset: Dataset, train_config, eval_config, o
         return {"train_seconds": round(time.perf_counter() - start, 3)}
     trainer = Trainer(model, train_config, out_dir)
     return trainer.fit(model.make_batches(dataset, train_config.batch_size),
-                       lambda m: evaluate(m, dataset, "valid", eval_config), resume=resume)
+                       lambda m: evaluate(m, dataset, "valid", eval_config, sample=eval_config.select_users),
+                       resume=resume)
 
 
 def collaborative_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:

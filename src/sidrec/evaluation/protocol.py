@@ -40,13 +40,26 @@ def top_k(recommender: Recommender, histories: torch.Tensor, k: int, exclude_his
     return rank_items(recommender, histories, k, exclude_history)[0]
 
 
+def user_sample(n_users: int, size: int | None, seed: int) -> torch.Tensor | None:
+    """Sorted row indices of a fixed, seeded sample of `size` of `n_users` rows (None = every row)."""
+    if size is None or size >= n_users:
+        return None
+    return torch.randperm(n_users, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+
 @torch.no_grad()
 def evaluate(recommender: Recommender, dataset: Dataset, part: str, config: EvalConfig | None = None,
-             progress: bool = False) -> dict[str, float]:
-    """Recall/NDCG@ks, coverage@10 and head/tail Recall@10 on the `valid` or `test` targets."""
+             progress: bool = False, sample: int | None = None) -> dict[str, float]:
+    """Recall/NDCG@ks, coverage@10 and head/tail Recall@10 on the `valid` or `test` targets.
+
+    `sample` restricts the users to a fixed sample (`config.select_seed`): cheap epoch selection.
+    """
     config = config or EvalConfig()
     start = time.perf_counter()
     _, histories, targets = dataset.split(part, config.max_len)
+    rows = user_sample(len(targets), sample, config.select_seed)
+    if rows is not None:
+        histories, targets = histories[rows], targets[rows]
     k = max(max(config.ks), 10)
     batches = range(0, len(targets), config.batch_size)
     tops = [top_k(recommender, histories[i:i + config.batch_size], min(k, dataset.n_items), config.exclude_history)

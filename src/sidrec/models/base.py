@@ -107,20 +107,22 @@ def truncate_histories(histories: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 def bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
-                     pool: int = 50) -> list[torch.Tensor]:
-    """Shuffled batches of row indices with similar lengths and about `batch_size` x mean-length targets each.
+                     pool: int = 50, sizes: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Shuffled batches of row indices with similar `lengths` and about `batch_size` x mean-size targets each.
 
     Rows are shuffled, sorted by length inside pools of `pool` batches and cut so that every batch
-    holds about the same number of targets (many short rows or few long ones), then the batches are
-    shuffled. Padding shrinks several-fold, while each step still weighs its targets as a random
-    batch would: cutting by row count instead over-trains on short rows, one step per few targets.
+    holds about the same number of targets (`sizes`, default the lengths: many short rows or few
+    long ones), then the batches are shuffled. Padding shrinks several-fold, while each step still
+    weighs its targets as a random batch would: cutting by row count instead over-trains on short
+    rows, one step per few targets. Rows with one target each (TIGER prefixes) pass `sizes` of ones.
     """
-    budget = max(1, int(batch_size * lengths.float().mean().item()))
+    sizes = lengths if sizes is None else sizes
+    budget = max(1, int(batch_size * sizes.float().mean().item()))
     order = torch.randperm(lengths.numel(), generator=generator)
     batches = []
     for chunk in order.split(batch_size * pool):
         chunk = chunk[torch.sort(lengths[chunk], stable=True).indices]
-        group = (torch.cumsum(lengths[chunk].clamp(min=1), 0) - 1) // budget
+        group = (torch.cumsum(sizes[chunk].clamp(min=1), 0) - 1) // budget
         batches.extend(chunk.split(torch.unique_consecutive(group, return_counts=True)[1].tolist()))
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 

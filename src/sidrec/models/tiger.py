@@ -25,7 +25,7 @@ from sidrec.models.dropout import attention, dropout
 from pydantic import Field
 
 from sidrec.data import Dataset
-from sidrec.models.base import ModelOptions, Recommender
+from sidrec.models.base import ModelOptions, Recommender, bucketed_batches
 from sidrec.tokenizers.semantic_ids import SemanticIDs
 
 PAD, EOS = 0, 1  # reserved token ids of SemanticIDs; PAD doubles as T5's decoder start token
@@ -246,6 +246,7 @@ class TigerOptions(ModelOptions):
     rel_max_distance: int | None = None
     norm_eps: float | None = None
     sample_mode: Literal["all_prefixes", "sampled_prefix"] = "all_prefixes"
+    length_buckets: bool = Field(True, description="batch prefixes of similar length (less padding)")
     beam_width: int = Field(DEFAULT_BEAM_WIDTH, ge=1, description="beams kept (>= the k asked for)")
 
     def network(self) -> TigerConfig:
@@ -385,7 +386,8 @@ class TIGER(Recommender):
         """Training samples from the training split only (`options.sample_mode`)."""
         items, offsets = dataset.train_sequences()
         return tiger_batches((offsets, items), self.sids.tokens(), batch_size=batch_size,
-                             mode=self.options.sample_mode, max_history=self.config.max_history)
+                             mode=self.options.sample_mode, max_history=self.config.max_history,
+                             length_buckets=self.options.length_buckets)
 
     @torch.no_grad()
     def recommend(
@@ -489,6 +491,7 @@ def tiger_batches(
     mode: str = "all_prefixes",
     max_history: int = 20,
     shuffle: bool = True,
+    length_buckets: bool = False,
 ) -> Callable[[int, torch.Generator], Iterator[dict[str, torch.Tensor]]]:
     """Training batches for `TIGER.loss` from users' chronological training sequences.
 
@@ -496,6 +499,8 @@ def tiger_batches(
     sequence each epoch (the paper); `sampled_prefix` draws one prefix per user per epoch. A batch
     holds `input_ids`/`attention_mask` (SID tokens of the last `max_history` prefix items, same
     layout as `TIGER.encoder_inputs`) and `labels` (next item's SID tokens + eos).
+    `length_buckets` groups prefixes of similar length into a batch (`bucketed_batches`): on Beauty a
+    random batch pads every prefix to the longest, ~4x the tokens actually there.
     """
     if mode not in ("all_prefixes", "sampled_prefix"):
         raise ValueError(f"mode must be 'all_prefixes' or 'sampled_prefix', got {mode!r}")
@@ -517,9 +522,15 @@ def tiger_batches(
         else:
             offsets = (torch.rand(trainable.numel(), generator=generator) * (lengths[trainable] - 1)).long()
             targets = indptr[trainable] + 1 + offsets
-        if shuffle:
-            targets = targets[torch.randperm(targets.numel(), generator=generator)]
-        for g in targets.split(batch_size):
+        if length_buckets:
+            windows = torch.minimum(targets - user_start[targets], torch.tensor(max_history))
+            groups = [targets[rows] for rows in bucketed_batches(windows, batch_size, generator,
+                                                                 sizes=torch.ones_like(windows))]
+        else:
+            if shuffle:
+                targets = targets[torch.randperm(targets.numel(), generator=generator)]
+            groups = targets.split(batch_size)
+        for g in groups:
             first = torch.maximum(user_start[g], g - max_history)
             pos = first[:, None] + torch.arange(max_history)
             window = indices[torch.minimum(pos, g[:, None] - 1)].masked_fill(pos >= g[:, None], -1)

@@ -126,7 +126,10 @@ class Trainer:
     def _step(self, batch: Batch, total_steps: int) -> float:
         config = self.config
         shard = {k: v.to(config.device) for k, v in _shard(batch, self.rank, self.world).items()}
-        loss_sum, count = self.model.loss(shard)
+        device_type = torch.device(config.device).type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            loss_sum, count = self.model.loss(shard)
+        loss_sum = loss_sum.float()
         global_count = dist.all_reduce_sum(count.detach().double().reshape(1)).item()
         loss = loss_sum / max(global_count, 1.0)
         self.optimizer.zero_grad(set_to_none=False)

@@ -1,0 +1,192 @@
+"""Converged results on the papers' benchmarks, reported as the papers' table.
+
+    .venv/bin/python benchmarks/reproduce.py --data amazon-beauty --models sasrec asymrec --seeds 42 43 44
+    .venv/bin/python benchmarks/reproduce.py --render-only
+
+Every (data, model, seed) is an ordinary `sidrec.pipeline.run` of the preset `configs/<model>.yaml`
+(no private fit loop, no private hyper-parameters), trained to early stopping on validation
+NDCG@10. Rows are appended to benchmarks/results/reproduce.json one run at a time, so the table
+grows over several sessions: a finished row is never rerun, an interrupted run continues from its
+checkpoint (`--resume` semantics of the pipeline). Writes reproduce.md and one PNG per dataset
+(validation NDCG@10 against wall-clock seconds of training + validation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+
+import torch
+
+from sidrec import pipeline
+from sidrec.cli import flush_subnormals
+from sidrec.config import load_config
+from sidrec.io import atomic_path, read_json, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
+MODELS = ["popularity", "sasrec", "tiger", "tiger_nurqvae", "card", "rpg", "asymrec", "card_asymrec"]
+METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
+           "recall@10_head", "recall@10_tail", "coverage@10"]
+LABELS = ["R@5", "R@10", "R@20", "N@5", "N@10", "N@20", "R@10 head", "R@10 tail", "Cov@10"]
+# Published figures (test, full ranking, leave-one-out): R@5, R@10, N@5, N@10.
+PUBLISHED = {
+    "amazon-beauty": [("TIGER (paper)", .0454, .0648, .0321, .0384), ("TIGER (best repro, GRID)", .0452, .0655, .0304, .0369),
+                      ("RPG (paper)", .0550, .0809, .0381, .0464), ("ActionPiece (paper)", .0511, .0775, .0340, .0424),
+                      ("SASRec CE (tuned repro)", .0508, .0740, .0348, .0423)],
+    "amazon-sports": [("TIGER (paper)", .0264, .0400, .0181, .0225), ("RPG (paper)", .0314, .0463, .0216, .0263)],
+}
+DATA_NOTES = {"amazon-beauty": "item text: full product title + category path (`items.jsonl` as of 2026-12)",
+              "amazon-sports": "item text: short title fragment only",
+              "amazon-scientific": "item text: title, description, brand, categories",
+              "ml-1m": "item text: title + genres"}
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip())
+    return {"cpu": cpu, "commit": commit + ("+dirty" if dirty else ""), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+
+
+def curve(history: list[dict]) -> list[tuple[int, float, float]]:
+    """(epoch, wall seconds of training + validation so far, validation NDCG@10) per validated epoch."""
+    points, wall = [], 0.0
+    for record in history:
+        wall += record["seconds"] + (record.get("valid") or {}).get("seconds", 0.0)
+        if "valid" in record:
+            points.append((record["epoch"], round(wall, 1), record["valid"]["ndcg@10"]))
+    return points
+
+
+def make_row(data: str, model: str, seed: int, metrics: dict, run_dir: Path, info: dict) -> dict:
+    train = metrics["train"]
+    history = read_json(run_dir / "train.json").get("history", []) if (run_dir / "train.json").exists() else []
+    points = curve(history)
+    best = train.get("best_epoch")
+    return {
+        "data": data, "model": model, "seed": seed,
+        "test": {k: metrics["test"][k] for k in METRICS}, "valid": {k: metrics["valid"][k] for k in METRICS},
+        "epochs": train.get("epochs"), "best_epoch": best, "stopped": train.get("stopped") or ("closed form" if best is None else "max epochs"),
+        "train_seconds": train.get("train_seconds"), "seconds_per_epoch": train.get("seconds_per_epoch"),
+        "seconds_to_best": next((wall for epoch, wall, _ in points if epoch == best), None),
+        "stage_seconds": metrics.get("stage_seconds", {}), "total_seconds": metrics["seconds"],
+        "select_users": metrics["config"]["eval"].get("select_users"), "curve": points,
+        "run_dir": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
+        "date": datetime.date.today().isoformat(), **info,
+    }
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def render(rows: list[dict], out: Path) -> None:
+    """Rewrite reproduce.md and the per-dataset plots from all rows."""
+    lines = ["# Converged results (`benchmarks/reproduce.py`)", "",
+             "Regenerated from `reproduce.json` by the script. Each row: the preset `configs/<model>.yaml`, trained "
+             "until early stopping on validation NDCG@10 (no wall-clock budget unless `stopped` says so). Test split: "
+             "leave-one-out, all users, full-catalogue ranking, history items NOT excluded; the test split is read once. "
+             "Metrics are mean ± std over the listed seeds (a single value = one seed). `select users` = size of the "
+             "fixed, seeded sample of validation users that picks the epoch (– = all). Seconds: s/epoch = training only; "
+             "to best / train = wall clock of training + validation up to the best / last epoch. 2-core CPU, one job at a time.", ""]
+    for data in dict.fromkeys(r["data"] for r in rows):
+        group = [r for r in rows if r["data"] == data]
+        lines += [f"## {data}", "", DATA_NOTES.get(data, ""), "",
+                  "| model | seeds | " + " | ".join(LABELS) + " | epochs | best epoch | stopped | s/epoch | to best s | train s | select users |",
+                  "|---|---|" + "---|" * len(LABELS) + "---|---|---|---|---|---|---|"]
+        for model in [m for m in MODELS if any(r["model"] == m for r in group)] + \
+                sorted({r["model"] for r in group} - set(MODELS)):
+            runs = [r for r in group if r["model"] == model]
+            cells = [mean_std([r["test"][k] for r in runs]) for k in METRICS]
+            def cell(key, fmt="{:.0f}"):
+                values = [r[key] for r in runs if r.get(key) is not None]
+                return "/".join(fmt.format(v) for v in values) if values else "–"
+            lines.append(f"| {model} | {','.join(str(r['seed']) for r in runs)} | " + " | ".join(cells) +
+                         f" | {cell('epochs')} | {cell('best_epoch')} | {'; '.join(dict.fromkeys(r['stopped'] for r in runs))} | "
+                         f"{cell('seconds_per_epoch', '{:.1f}')} | {cell('seconds_to_best')} | {cell('train_seconds')} | "
+                         f"{runs[0].get('select_users') or '–'} |")
+        if data in PUBLISHED:
+            lines += ["", "Published (R@5 / R@10 / N@5 / N@10): " + "; ".join(
+                f"{name} {r5:.4f} / {r10:.4f} / {n5:.4f} / {n10:.4f}" for name, r5, r10, n5, n10 in PUBLISHED[data]) + "."]
+        lines += ["", "<details><summary>runs (seed, commit, date, CPU, threads)</summary>", "",
+                  "| model | seed | commit | date | CPU | threads | run |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['seed']} | {r['commit']} | {r['date']} | {r['cpu']} | {r['threads']} | `{r['run_dir']}` |"
+                  for r in group]
+        lines += ["", "</details>", "", f"![validation NDCG@10 vs seconds, {data}](reproduce-{data}.png)", ""]
+        plot(group, out.parent / f"reproduce-{data}.png", data)
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def plot(rows: list[dict], path: Path, data: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = dict(zip(MODELS, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2))
+    for r in rows:
+        if r["curve"]:
+            _, wall, ndcg = zip(*r["curve"])
+            ax.plot(wall, ndcg, marker=".", color=colours.get(r["model"]), alpha=0.85,
+                    label=r["model"] if r["seed"] == min(x["seed"] for x in rows if x["model"] == r["model"]) else None)
+        else:  # closed form: one point at its fit time
+            ax.axhline(r["valid"]["ndcg@10"], ls=":", color=colours.get(r["model"]), label=r["model"])
+    ax.set(xlabel="wall-clock seconds (training + validation)", ylabel="validation NDCG@10", title=data)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", nargs="+", default=["amazon-beauty"])
+    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], help="overrides applied to every run (stated in the run's config)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "reproduce")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--render-only", action="store_true", help="rewrite reproduce.md and plots from reproduce.json")
+    args = parser.parse_args()
+    flush_subnormals()
+    torch.set_num_threads(args.threads)
+    json_path = args.out.with_suffix(".json")
+    rows = read_json(json_path) if json_path.exists() else []
+    if not args.render_only:
+        info = machine()
+        for data in args.data:
+            for model in args.models:
+                for seed in args.seeds:
+                    if any((r["data"], r["model"], r["seed"]) == (data, model, seed) for r in rows):
+                        print(f"{data} {model} seed {seed}: in {json_path.name} already", flush=True)
+                        continue
+                    overrides = [f"data.name={data}", f"train.seed={seed}", "train.progress=false", *args.set]
+                    config = load_config(ROOT / "configs" / f"{model}.yaml", overrides)
+                    run_dir = args.runs / f"{data}-{model}-seed{seed}"
+                    metrics = pipeline.run(config, run_dir, resume=(run_dir / "checkpoints").exists())
+                    rows.append(make_row(data, model, seed, metrics, run_dir, info))
+                    print(f"{data} {model} seed {seed}: test R@10 {metrics['test']['recall@10']:.4f} "
+                          f"N@10 {metrics['test']['ndcg@10']:.4f} ({metrics['seconds']:.0f} s)", flush=True)
+                    write_json(json_path, rows)
+                    render(rows, args.out)
+    render(rows, args.out)
+    print(args.out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
