@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/reproduce.py --render-only
 
 Every (data, model, seed) is an ordinary `sidrec.pipeline.run` of the preset `configs/<model>.yaml`
-(no private fit loop, no private hyper-parameters), trained to early stopping on validation
+or of a named variant of one (`VARIANTS`: a preset plus overrides, e.g. TIGER's history-once mode;
+no private fit loop, no private hyper-parameters), trained to early stopping on validation
 NDCG@10. Rows are appended to benchmarks/results/reproduce.json one run at a time, so the table
 grows over several sessions: a finished row is never rerun, an interrupted run continues from its
 checkpoint (`--resume` semantics of the pipeline). Writes reproduce.md and one PNG per dataset
@@ -29,7 +30,9 @@ from sidrec.io import atomic_path, read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
-MODELS = ["popularity", "sasrec", "tiger", "tiger_nurqvae", "card", "rpg", "asymrec", "card_asymrec"]
+MODELS = ["popularity", "sasrec", "tiger", "tiger_history_once", "tiger_nurqvae", "card", "rpg", "asymrec", "card_asymrec"]
+# Named variants of a preset: (preset, overrides), stated in the run's config.yaml like any --set.
+VARIANTS = {"tiger_history_once": ("tiger", ["model.sample_mode=history_once", "train.batch_size=128"])}
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
            "recall@10_head", "recall@10_tail", "coverage@10"]
 LABELS = ["R@5", "R@10", "R@20", "N@5", "N@10", "N@20", "R@10 head", "R@10 tail", "Cov@10"]
@@ -175,8 +178,9 @@ def main() -> None:
                     if any((r["data"], r["model"], r["seed"]) == (data, model, seed) for r in rows):
                         print(f"{data} {model} seed {seed}: in {json_path.name} already", flush=True)
                         continue
-                    overrides = [f"data.name={data}", f"train.seed={seed}", "train.progress=false", *args.set]
-                    config = load_config(ROOT / "configs" / f"{model}.yaml", overrides)
+                    preset, variant = VARIANTS.get(model, (model, []))
+                    overrides = [f"data.name={data}", f"train.seed={seed}", "train.progress=false", *variant, *args.set]
+                    config = load_config(ROOT / "configs" / f"{preset}.yaml", overrides)
                     run_dir = args.runs / f"{data}-{model}-seed{seed}"
                     metrics = pipeline.run(config, run_dir, resume=(run_dir / "checkpoints").exists())
                     rows.append(make_row(data, model, seed, metrics, run_dir, info))

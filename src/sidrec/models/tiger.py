@@ -29,6 +29,7 @@ from sidrec.models.base import ModelOptions, Recommender, bucketed_batches
 from sidrec.tokenizers.semantic_ids import SemanticIDs
 
 PAD, EOS = 0, 1  # reserved token ids of SemanticIDs; PAD doubles as T5's decoder start token
+IGNORE = -100  # label of padded targets in window batches
 DEFAULT_BEAM_WIDTH = 20
 
 PRESETS: dict[str, dict] = {
@@ -245,8 +246,10 @@ class TigerOptions(ModelOptions):
     rel_buckets: int | None = None
     rel_max_distance: int | None = None
     norm_eps: float | None = None
-    sample_mode: Literal["all_prefixes", "sampled_prefix"] = "all_prefixes"
+    sample_mode: Literal["all_prefixes", "sampled_prefix", "history_once"] = "all_prefixes"
     length_buckets: bool = Field(True, description="batch prefixes of similar length (less padding)")
+    history_window: int = Field(50, ge=2, description="history_once: items per training window (the encoder "
+                                "reads up to history_window - 1 items; the decoder attends to the last max_history)")
     beam_width: int = Field(DEFAULT_BEAM_WIDTH, ge=1, description="beams kept (>= the k asked for)")
 
     def network(self) -> TigerConfig:
@@ -299,6 +302,12 @@ class TIGER(Recommender):
     def n_levels(self) -> int:
         return self.sids.n_levels
 
+    @property
+    def item_causal(self) -> bool:
+        """`history_once`: a token sees only its own and earlier items, so one encoder pass over a
+        whole history serves every target in it (the paper's encoder is bidirectional per prefix)."""
+        return self.options.sample_mode == "history_once"
+
     # ----- inputs -------------------------------------------------------------------------
     def encoder_inputs(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Histories `[B, L]` (dense item ids, oldest first, right-padded with -1) -> SID tokens of
@@ -309,7 +318,7 @@ class TIGER(Recommender):
         lengths = (histories >= 0).sum(1)
         if (lengths == 0).any():
             raise ValueError(f"histories row {int((lengths == 0).nonzero()[0])} is empty; TIGER needs at least one item")
-        m = min(self.config.max_history, histories.shape[1])
+        m = min(self.options.history_window - 1 if self.item_causal else self.config.max_history, histories.shape[1])
         first = (lengths - m).clamp(min=0)
         pos = first[:, None] + torch.arange(m, device=histories.device)
         window = histories.gather(1, pos.clamp(max=histories.shape[1] - 1))
@@ -323,6 +332,9 @@ class TIGER(Recommender):
         pos = torch.arange(x.shape[1], device=x.device)
         buckets = relative_position_buckets(pos[None, :] - pos[:, None], True, cfg.rel_buckets, cfg.rel_max_distance)
         bias = self.enc_rel_bias(buckets).permute(2, 0, 1)[None] + _additive_mask(attention_mask, x.dtype)
+        if self.item_causal:
+            item = pos // self.n_levels
+            bias = bias.masked_fill(item[None, :] > item[:, None], torch.finfo(bias.dtype).min)
         for layer in self.encoder:
             x = layer(x, bias)
         return dropout(self.enc_norm(x), cfg.dropout, self.training)
@@ -341,9 +353,16 @@ class TIGER(Recommender):
         return h @ self.embed.weight.T
 
     def _memory(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """Encoder keys/values per decoder layer and the additive mask of what the decoder reads:
+        every history token, or (item-causal encoder) those of the last `max_history` items."""
         mem = self.encode(input_ids, attention_mask)
         kv = [(layer.cross_attn.heads(mem, layer.cross_attn.k), layer.cross_attn.heads(mem, layer.cross_attn.v)) for layer in self.decoder]
-        return kv, _additive_mask(attention_mask, mem.dtype)
+        keys = attention_mask
+        if self.item_causal:
+            n_hist = attention_mask.sum(1, keepdim=True) // self.n_levels
+            item = torch.arange(attention_mask.shape[1], device=attention_mask.device) // self.n_levels
+            keys = keys & (item[None, :] >= n_hist - self.config.max_history)
+        return kv, _additive_mask(keys, mem.dtype)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits `[B, T, vocab]` for decoder inputs `[B, T]` (start token = PAD)."""
@@ -355,12 +374,39 @@ class TIGER(Recommender):
         return self._logits(x[:, 0])
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed cross-entropy over target tokens (next item's SID + eos) and their count."""
+        """Summed cross-entropy over target tokens (next item's SID + eos) and their count.
+
+        `labels [B, T]`: one target per history (a prefix); `labels [B, w, T]` (`history_once`): every
+        next item of a window, -100 rows = padding, all decoded against one encoder pass.
+        """
         labels = batch["labels"]
-        start = torch.full_like(labels[:, :1], PAD)
-        logits = self(batch["input_ids"], batch["attention_mask"], torch.cat([start, labels[:, :-1]], 1))
-        loss_sum = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum")
-        return loss_sum, torch.tensor(labels.numel(), device=labels.device)
+        if labels.ndim == 2:
+            start = torch.full_like(labels[:, :1], PAD)
+            logits = self(batch["input_ids"], batch["attention_mask"], torch.cat([start, labels[:, :-1]], 1))
+        else:
+            logits = self._window_logits(batch["input_ids"], batch["attention_mask"], labels)
+        loss_sum = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="sum", ignore_index=IGNORE)
+        return loss_sum, (labels != IGNORE).sum()
+
+    def _window_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits `[B, w, T, vocab]`: target j reads the tokens of window items
+        (j - max_history, j], from one item-causal encoder pass shared by all w targets."""
+        if not self.item_causal:
+            raise ValueError("window batches need model.sample_mode='history_once' (an item-causal encoder)")
+        B, w, T = labels.shape
+        mem_kv, _ = self._memory(input_ids, attention_mask)
+        item = torch.arange(input_ids.shape[1], device=input_ids.device) // self.n_levels
+        target = torch.arange(w, device=input_ids.device)[:, None]
+        reads = (item[None, :] <= target) & (item[None, :] > target - self.config.max_history)  # [w, S]
+        reads = (reads[None] & attention_mask[:, None, :]).repeat_interleave(T, dim=1)  # [B, w * T, S]
+        mem_mask = torch.zeros(reads.shape, dtype=mem_kv[0][0].dtype, device=reads.device).masked_fill(
+            ~reads, torch.finfo(mem_kv[0][0].dtype).min)[:, None]
+        inputs = torch.cat([torch.full_like(labels[..., :1], PAD), labels[..., :-1]], -1).clamp(min=PAD)
+        x = dropout(self.embed(inputs), self.config.dropout, self.training)
+        bias = self._decoder_bias(T, x.device)
+        for layer, (k, v) in zip(self.decoder, mem_kv):
+            x = layer(x, bias, None, k, v, mem_mask)
+        return self._logits(x)
 
     # ----- incremental decoding (the interface sidrec.decoding uses) ----------------------
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TigerDecodeState:
@@ -384,6 +430,9 @@ class TIGER(Recommender):
 
     def make_batches(self, dataset: Dataset, batch_size: int):
         """Training samples from the training split only (`options.sample_mode`)."""
+        if self.item_causal:
+            inputs, targets = dataset.training_windows(self.options.history_window)
+            return tiger_window_batches(inputs, targets, self.sids.tokens(), batch_size=batch_size)
         items, offsets = dataset.train_sequences()
         return tiger_batches((offsets, items), self.sids.tokens(), batch_size=batch_size,
                              mode=self.options.sample_mode, max_history=self.config.max_history,
@@ -466,6 +515,30 @@ def history_tokens(item_tokens: torch.Tensor, window: torch.Tensor) -> tuple[tor
     mask = valid.repeat_interleave(n_levels, dim=1)
     width = max(int(mask.sum(1).max()), 1)
     return ids.masked_fill(~mask, PAD)[:, :width], mask[:, :width]
+
+
+def tiger_window_batches(inputs: torch.Tensor, targets: torch.Tensor, item_tokens: torch.Tensor, *,
+                         batch_size: int = 128) -> Callable[[int, torch.Generator], Iterator[dict[str, torch.Tensor]]]:
+    """`history_once` batches from whole-sequence windows (`Dataset.training_windows`): every next
+    item of a window is a target, length-bucketed like SASRec's (`batch_size` ~ windows per step)."""
+    item_tokens = torch.as_tensor(item_tokens, dtype=torch.long)
+    lengths = (inputs >= 0).sum(1)
+    if not (lengths > 0).any():
+        raise ValueError("training windows: no user has two or more items, so there is nothing to predict")
+    keep = lengths > 0
+    inputs, targets, lengths = inputs[keep], targets[keep], lengths[keep]
+    eos = torch.full((1, 1, 1), EOS, dtype=torch.long)
+
+    def make_batches(epoch: int, generator: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:
+        for rows in bucketed_batches(lengths, batch_size, generator):
+            width = int(lengths[rows].max())
+            input_ids, attention_mask = history_tokens(item_tokens, inputs[rows, :width])
+            target = targets[rows, :width]
+            labels = torch.cat([item_tokens[target.clamp(min=0)], eos.expand(len(rows), width, 1)], dim=2)
+            yield {"input_ids": input_ids, "attention_mask": attention_mask,
+                   "labels": labels.masked_fill(target[..., None] < 0, IGNORE)}
+
+    return make_batches
 
 
 def _as_csr(sequences, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
