@@ -9,7 +9,8 @@ no private fit loop, no private hyper-parameters), trained to early stopping on 
 NDCG@10. Rows are appended to benchmarks/results/reproduce.json one run at a time, so the table
 grows over several sessions: a finished row is never rerun, an interrupted run continues from its
 checkpoint (`--resume` semantics of the pipeline). Writes reproduce.md and one PNG per dataset
-(validation NDCG@10 against wall-clock seconds of training + validation).
+(validation NDCG@10 against wall-clock seconds of training + validation), and the README's
+converged table (between its `reproduce-table` markers).
 """
 
 from __future__ import annotations
@@ -129,6 +130,36 @@ def render(rows: list[dict], out: Path) -> None:
         plot(group, out.parent / f"reproduce-{data}.png", data)
     with atomic_path(out.with_suffix(".md")) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    if out == RESULTS:
+        update_readme(rows)
+
+
+def headline(rows: list[dict]) -> str:
+    """The README's converged table: test R@10 / N@10 (mean ± std over seeds), tail, cost."""
+    lines = ["| data | model | seeds | R@10 | N@10 | R@10 tail | Cov@10 | best / last epoch | stopped | to best s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for data in dict.fromkeys(r["data"] for r in rows):
+        for model in MODELS + sorted({r["model"] for r in rows} - set(MODELS)):
+            runs = [r for r in rows if (r["data"], r["model"]) == (data, model)]
+            if not runs:
+                continue
+            epochs = "/".join(f"{r['best_epoch']} / {r['epochs']}" for r in runs if r["best_epoch"]) or "–"
+            to_best = "/".join(f"{r['seconds_to_best']:.0f}" for r in runs if r.get("seconds_to_best")) or "–"
+            lines.append(f"| {data} | {model} | {','.join(str(r['seed']) for r in runs)} | "
+                         + " | ".join(mean_std([r["test"][k] for r in runs]) for k in ("recall@10", "ndcg@10", "recall@10_tail", "coverage@10"))
+                         + f" | {epochs} | {'; '.join(dict.fromkeys(r['stopped'] for r in runs))} | {to_best} |")
+    return "\n".join(lines)
+
+
+def update_readme(rows: list[dict], readme: Path = ROOT / "README.md") -> None:
+    """Replace the block between the reproduce-table markers of the README with `headline(rows)`."""
+    start, end = "<!-- reproduce-table -->", "<!-- /reproduce-table -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    with atomic_path(readme) as tmp:
+        tmp.write_text(f"{head}{start}\n{headline(rows)}\n{end}{rest.split(end, 1)[1]}")
 
 
 def plot(rows: list[dict], path: Path, data: str) -> None:
