@@ -65,7 +65,7 @@ class RQVAEModel(nn.Module):
         return codes, {"recon": F.mse_loss(x_hat, x), "quant": q_loss, **self.aux_losses(z, d)}
 
 
-LOSS_TERMS = ("recon", "quant", "consistency")  # consistency: NU-RQ-VAE only
+LOSS_TERMS = ("recon", "quant", "consistency", "fit")  # consistency, fit: NU-RQ-VAE only
 
 
 def _collision_rate(codes: torch.Tensor) -> float:
