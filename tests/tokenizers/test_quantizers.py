@@ -120,3 +120,43 @@ def test_nurqvae_model_selection_and_logistic_transform(skewed):
     assert tok.model.transform.initialised
     before, after = tok.latents(skewed)
     assert before.shape == after.shape == (len(skewed), 8)
+
+
+# ----- defining properties of RQ-VAE / NU-RQ-VAE training ---------------------------------------------
+
+def _small_model(kind: str, seed: int = 0):
+    from sidrec.tokenizers.nurqvae import NURQVAEModel
+    from sidrec.tokenizers.rqvae import RQVAEModel
+
+    torch.manual_seed(seed)
+    cls = NURQVAEModel if kind == "nurqvae" else RQVAEModel
+    return cls(8, [16], 4, 2, 8, 0.25).train()
+
+
+@pytest.mark.parametrize("kind", ["rqvae", "nurqvae"])
+def test_straight_through_copies_decoder_input_gradient_onto_pre_quantization_latent(kind, skewed):
+    """Straight-through estimator: the reconstruction loss's gradient crosses the (non-differentiable)
+    quantizer unchanged, d(recon)/d(latent) == d(recon)/d(quantized latent), and so reaches the encoder."""
+    model = _small_model(kind)
+    x = skewed[:64]
+    with torch.no_grad():
+        model.quantizer.kmeans_init(model.quant_input(skewed[:400]), niter=5)
+    seen = {}
+
+    def keep(module, inputs, outputs):
+        seen["latent"], seen["quantized"] = inputs[0], outputs[0]
+        inputs[0].retain_grad()
+        outputs[0].retain_grad()
+
+    model.quantizer.register_forward_hook(keep)
+    codes, losses = model(x)
+    losses["recon"].backward()
+    latent, quantized = seen["latent"], seen["quantized"]
+    assert not torch.equal(quantized.detach(), latent.detach())  # the quantizer really changed the latent
+    assert quantized.grad.abs().max() > 1e-6
+    assert latent.grad is not None and torch.allclose(latent.grad, quantized.grad, rtol=1e-5, atol=1e-9)
+    first = model.encoder[0].weight.grad
+    assert first is not None and first.abs().max() > 1e-7
+    # the encoder gradient is exactly the copied gradient pushed back through the encoder (and h)
+    expected = torch.autograd.grad(model.to_quant(model.encoder(x)), model.encoder[0].weight, latent.grad)[0]
+    assert torch.allclose(first, expected, rtol=1e-4, atol=1e-8)
