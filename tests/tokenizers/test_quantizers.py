@@ -160,3 +160,51 @@ def test_straight_through_copies_decoder_input_gradient_onto_pre_quantization_la
     # the encoder gradient is exactly the copied gradient pushed back through the encoder (and h)
     expected = torch.autograd.grad(model.to_quant(model.encoder(x)), model.encoder[0].weight, latent.grad)[0]
     assert torch.allclose(first, expected, rtol=1e-4, atol=1e-8)
+
+
+def _kmeans_quantizer(skewed, codebook_size: int = 16) -> ResidualQuantizer:
+    rq = ResidualQuantizer(n_levels=2, codebook_size=codebook_size, dim=8)
+    rq.kmeans_init(skewed, niter=10)
+    return rq.train()
+
+
+def test_sinkhorn_last_balances_the_last_level_in_training(skewed):
+    """NU-RQ-VAE's Sinkhorn step: with `sinkhorn_last` the last level's training assignments are spread
+    (max code count close to n/K) and differ from plain argmin; earlier levels stay greedy; without it the
+    heavy-tailed batch piles onto a few codewords."""
+    rq, x, k = _kmeans_quantizer(skewed), skewed[:256], 16
+    greedy = rq.quantize(x)
+    _, plain, _ = rq(x)
+    _, balanced, _ = rq(x, sinkhorn_last=True)
+    assert torch.equal(plain, greedy)
+    assert torch.equal(balanced[:, 0], greedy[:, 0])
+    assert (balanced[:, 1] != greedy[:, 1]).float().mean() > 0.2
+    fair = len(x) / k
+    assert torch.bincount(balanced[:, 1], minlength=k).max() <= 2 * fair
+    assert torch.bincount(plain[:, 1], minlength=k).max() >= 4 * fair
+
+
+def test_nurqvae_training_loop_assigns_the_last_level_by_sinkhorn(skewed, monkeypatch):
+    """The NU-RQ-VAE fit loop really trains with Sinkhorn on the last level (its default), so the
+    training codes differ from greedy codes and are more balanced; RQ-VAE's loop stays greedy."""
+    original = ResidualQuantizer.forward
+    calls = []
+
+    def spy(self, z, **kw):
+        out = original(self, z, **kw)
+        calls.append((self.training, kw.get("sinkhorn_last", False), out[1], self.quantize(z)))
+        return out
+
+    monkeypatch.setattr(ResidualQuantizer, "forward", spy)
+    _tok("nurqvae", epochs=1).fit(skewed)
+    assert calls and all(training and on for training, on, _, _ in calls)
+    full = [(codes, greedy) for _, _, codes, greedy in calls if len(codes) == 256]
+    assert all(torch.equal(c[:, :-1], g[:, :-1]) for c, g in full)
+    assert sum((c[:, -1] != g[:, -1]).float().mean() for c, g in full) / len(full) > 0.2
+    peak = lambda codes: torch.bincount(codes[:, -1], minlength=16).max().item()  # noqa: E731
+    assert sum(peak(c) for c, _ in full) < 0.8 * sum(peak(g) for _, g in full)
+    assert all(peak(c) <= 2 * 256 / 16 for c, _ in full)
+    calls.clear()
+    _tok("rqvae", epochs=1).fit(skewed)
+    assert calls and all(torch.equal(c, g) for _, on, c, g in calls if not on)
+    assert not any(on for _, on, _, _ in calls)
