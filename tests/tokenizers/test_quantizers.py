@@ -208,3 +208,62 @@ def test_nurqvae_training_loop_assigns_the_last_level_by_sinkhorn(skewed, monkey
     _tok("rqvae", epochs=1).fit(skewed)
     assert calls and all(torch.equal(c, g) for _, on, c, g in calls if not on)
     assert not any(on for _, on, _, _ in calls)
+
+
+def test_quantization_loss_pulls_codewords_to_their_latents_and_commits_the_encoder(skewed):
+    """Codebook term: one SGD step on the quantization loss moves every used codeword toward the mean of
+    the residuals assigned to it. Commitment term: the same loss sends beta * d||r - sg(e)||^2 back into
+    the latent, hence into the encoder."""
+    torch.manual_seed(0)
+    encoder = torch.nn.Linear(8, 8)
+    x = skewed[:128]
+    rq = ResidualQuantizer(n_levels=2, codebook_size=8, dim=8, beta=0.25)
+    with torch.no_grad():
+        rq.codebooks.copy_(torch.randn(2, 8, 8))  # far from the data: a lot to learn
+    z = encoder(x)
+    z.retain_grad()
+    codes, residuals = rq.residuals(z.detach())
+
+    def gaps() -> torch.Tensor:  # [L, K] distance of each codeword to the mean of its residuals (nan: unused)
+        out = torch.full((2, 8), float("nan"))
+        for level in range(2):
+            for k in codes[:, level].unique():
+                mean = residuals[level][codes[:, level] == k].mean(0)
+                out[level, k] = (rq.codebooks[level, k] - mean).norm()
+        return out.detach()
+
+    before = gaps()
+    _, fwd_codes, loss = rq(z)
+    assert torch.equal(fwd_codes, codes)
+    optimizer = torch.optim.SGD([rq.codebooks], lr=1.0)
+    optimizer.zero_grad()
+    loss.backward()
+    # commitment: gradient on the latent is sum_l beta * 2 (r_l - e_l) / numel / L
+    q = [rq.codebooks[level, codes[:, level]].detach() for level in range(2)]
+    expected = sum(0.25 * 2 * (residuals[level] - q[level]) / z.numel() / 2 for level in range(2))
+    assert z.grad.abs().max() > 1e-5
+    assert torch.allclose(z.grad, expected, rtol=1e-4, atol=1e-9)
+    assert encoder.weight.grad is not None and encoder.weight.grad.abs().max() > 1e-5
+    optimizer.step()
+    after = gaps()
+    used = ~before.isnan()
+    assert used.sum() >= 4
+    assert (after[used] < 0.999 * before[used]).all()
+    unused = ~used
+    assert torch.isnan(after[unused]).all()
+
+
+def test_rqvae_fit_trains_the_codebooks_through_the_quantization_loss(skewed, monkeypatch):
+    """In the training loop, only the quantization loss moves the codebooks (straight-through sends no
+    reconstruction gradient to them): with weight decay and restarts off, they must still move."""
+    original = ResidualQuantizer.kmeans_init
+    initial = {}
+
+    def spy(self, z, **kw):
+        original(self, z, **kw)
+        initial["books"] = self.codebooks.detach().clone()
+
+    monkeypatch.setattr(ResidualQuantizer, "kmeans_init", spy)
+    tok = _tok("rqvae", epochs=2, weight_decay=0.0, dead_code_restart=False).fit(skewed)
+    moved = (tok.model.quantizer.codebooks.detach() - initial["books"]).abs().amax(-1)  # [L, K]
+    assert (moved > 1e-4).float().mean() > 0.5
