@@ -177,3 +177,61 @@ def test_mhq_fit_restarts_dead_codewords(anisotropic):
     """The fit loop runs the dead-code restart between epochs (too many codewords for the data: some die)."""
     tok = build_tokenizer("mhq", **{**FAST, "epochs": 2, "codebook_size": 64}).fit(anisotropic[:100])
     assert tok.history[0]["restarted"] > 0
+
+
+def _whitened(n: int = 256, dim: int = 4, seed: int = 0) -> torch.Tensor:
+    """Centred points whose covariance is exactly the identity (so every unit direction has energy 1)."""
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = x - x.mean(0)
+    evals, evecs = torch.linalg.eigh(x.T @ x / n)
+    return (x @ evecs @ torch.diag(evals.rsqrt()) @ evecs.T).float()
+
+
+def _descend(loss_of, w: torch.Tensor, lr: float) -> tuple[float, float, float]:
+    """(loss, gradient norm, loss after one gradient step of size lr) at projection `w`."""
+    w = w.clone().requires_grad_(True)
+    loss = loss_of(w)
+    (grad,) = torch.autograd.grad(loss, w)
+    with torch.no_grad():
+        return float(loss), float(grad.norm()), float(loss_of(w - lr * grad))
+
+
+def test_balance_term_is_zero_for_equal_view_energy_and_its_gradient_evens_the_views():
+    """Energy balance: ~0 when every view carries the same energy, > 0 when one view dominates, and a
+    gradient step on W_P lowers it (through the model's own loss dict)."""
+    model, x = _model(), _whitened()
+    with torch.no_grad():
+        model.projection.copy_(torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(3)))[0])
+    _, losses = model(x)
+    assert losses["balance"] < 1e-4 and losses["ortho"] < 1e-4
+    unbalanced = torch.diag(torch.tensor([2.0, 2.0, 1.0, 1.0]))
+    with torch.no_grad():
+        model.projection.copy_(unbalanced)
+    _, losses = model(x)
+    assert losses["balance"] > 0.3
+    losses["balance"].backward()
+    assert model.projection.grad.norm() > 1e-3
+    loss, grad_norm, stepped = _descend(lambda w: balance_loss(view_energies(x @ w.T, 2)), unbalanced, 1e-2)
+    assert loss == pytest.approx(float(losses["balance"].detach()), rel=1e-5)
+    assert stepped < loss - 1e-3 * grad_norm ** 2
+
+
+def test_ortho_term_is_zero_for_orthonormal_rows_and_its_gradient_restores_them():
+    """Orthogonality: ||W_P W_P^T - I||^2 is ~0 for orthonormal rows, > 0 otherwise, and a gradient step
+    on W_P lowers it (through the model's own loss dict)."""
+    model, x = _model(), _whitened()
+    q = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(4)))[0]
+    with torch.no_grad():
+        model.projection.copy_(q)
+    _, losses = model(x)
+    assert losses["ortho"] < 1e-8
+    skewed = q + 0.3 * torch.randn(4, 4, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        model.projection.copy_(skewed)
+    _, losses = model(x)
+    assert losses["ortho"] > 0.1
+    losses["ortho"].backward()
+    assert model.projection.grad.norm() > 1e-2
+    loss, grad_norm, stepped = _descend(ortho_loss, skewed, 1e-2)
+    assert loss == pytest.approx(float(losses["ortho"].detach()), rel=1e-5)
+    assert stepped < loss - 1e-3 * grad_norm ** 2
