@@ -10,6 +10,7 @@ from sidrec.models import Recommender, build_model
 from sidrec.models.asymrec import AsymRec, AsymRecOptions, MultiExpertProjection, effective_rank
 from sidrec.tokenizers import SemanticIDs
 from sidrec.training import Trainer
+from causality import assert_causal, causal_histories
 
 SMALL = {"hidden": 32, "layers": 1, "heads": 2, "ffn": 64, "dropout": 0.0, "max_len": 10, "expert_hidden": 32}
 
@@ -120,3 +121,14 @@ def test_bad_context_and_effective_rank():
     line = torch.randn(500, 1, generator=g) * torch.ones(1, 8)
     assert effective_rank(full) > 7.0
     assert effective_rank(line) < 1.05
+
+
+def test_asymrec_states_are_causal():
+    """Causal mask (MSP inputs and SID inputs): a later item never changes an earlier position's state, an
+    earlier item changes every later one."""
+    vectors, sids = toy_items(12)
+    for inputs in ("msp", "sid"):
+        torch.manual_seed(0)
+        model = build_model("asymrec", {**SMALL, "layers": 2, "inputs": inputs}, 12, embeddings=vectors,
+                            sids=sids).eval()
+        assert_causal(model.hidden_states, causal_histories())
