@@ -235,7 +235,8 @@ def test_quantization_loss_pulls_codewords_to_their_latents_and_commits_the_enco
     before = gaps()
     _, fwd_codes, loss = rq(z)
     assert torch.equal(fwd_codes, codes)
-    optimizer = torch.optim.SGD([rq.codebooks], lr=1.0)
+    # a used codeword's gap shrinks by the factor 1 - lr * n_k / (numel * L / 2) = 1 - n_k / 128: in [0, 1)
+    optimizer = torch.optim.SGD([rq.codebooks], lr=8.0)
     optimizer.zero_grad()
     loss.backward()
     # commitment: gradient on the latent is sum_l beta * 2 (r_l - e_l) / numel / L
