@@ -157,7 +157,9 @@ def test_straight_through_copies_decoder_input_gradient_onto_pre_quantization_la
     assert latent.grad is not None and torch.allclose(latent.grad, quantized.grad, rtol=1e-5, atol=1e-9)
     first = model.encoder[0].weight.grad
     assert first is not None and first.abs().max() > 1e-7
-    # the encoder gradient is exactly the copied gradient pushed back through the encoder (and h)
+    # the encoder gradient is exactly the copied gradient pushed back through the encoder (and h);
+    # eval mode: h's running statistics stay those the training forward just used
+    model.eval()
     expected = torch.autograd.grad(model.to_quant(model.encoder(x)), model.encoder[0].weight, latent.grad)[0]
     assert torch.allclose(first, expected, rtol=1e-4, atol=1e-8)
 
