@@ -21,6 +21,8 @@ from sidrec.data import DATASETS, DataFormatError, load_dataset
 from sidrec.evaluation import evaluate
 from sidrec.evaluation.report import results_table
 from sidrec.io import ArtifactError, atomic_path, write_json
+from sidrec.manifest import MANIFEST, verify_run, write_manifest
+from sidrec.rundir import RunDirError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Generative recommendation with Semantic IDs: prepare data, train, evaluate, serve.")
@@ -100,9 +102,10 @@ def train(config: str = typer.Argument(..., help="preset name or YAML file"),
           resume: bool = typer.Option(False, "--resume", help="continue from RUN_DIR/checkpoints/last")) -> None:
     """Train the configured model (validation selects the epoch); the test split is not read."""
     cfg = _config(config, overrides)
-    out.mkdir(parents=True, exist_ok=True)
-    pipeline.save_config(cfg, out / "config.yaml")
-    _, summary = pipeline.train(cfg, pipeline.build_artifacts(cfg, out), out, resume=resume)
+    with pipeline.writing(cfg, out, resume):
+        _, summary = pipeline.train(cfg, pipeline.build_artifacts(cfg, out), out, resume=resume)
+        if pipeline.rank_and_world()[0] == 0:
+            write_manifest(out)
     console.print({k: v for k, v in summary.items() if k != "history"})
 
 
@@ -110,7 +113,10 @@ def train(config: str = typer.Argument(..., help="preset name or YAML file"),
 def evaluate_command(run_dir: Path = typer.Argument(..., help="run directory made by `train` or `run`"),
                      split: str = typer.Option("valid", help="valid or test"),
                      exclude_history: Optional[bool] = typer.Option(None, help="override eval.exclude_history")) -> None:
-    """Evaluate a trained run on the validation (default) or test split."""
+    """Evaluate a trained run on the validation (default) or test split (its manifest is checked first)."""
+    if not (run_dir / MANIFEST).exists():
+        raise ArtifactError(f"{run_dir}: no {MANIFEST}, so not a finished run (it is written when `run` or `train` ends)")
+    verify_run(run_dir)
     cfg, dataset, model = pipeline.load_run(run_dir)
     eval_config = cfg.eval if exclude_history is None else cfg.eval.model_copy(update={"exclude_history": exclude_history})
     metrics = evaluate(model, dataset, split, eval_config, progress=True)
@@ -309,7 +315,7 @@ def entry() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (ConfigError, DataFormatError, ArtifactError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, DataFormatError, ArtifactError, RunDirError, FileNotFoundError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
 
