@@ -167,3 +167,47 @@ def test_msp_routing_depends_on_the_input_and_changes_the_projection():
     finally:
         model.msp.gates = original
     assert ((routed - frozen).norm(dim=1) / routed.norm(dim=1)).median() > 0.015
+
+
+def test_rpg_heads_score_by_cosine_against_tied_code_embeddings_with_a_temperature(cyclic_dataset):
+    """heads=rpg: logits are cos(h_p, e_p,k) / temperature with e the (tied) input code embeddings."""
+    ds = cyclic_dataset
+    vectors, sids = toy_items(ds.n_items)
+    model = build_model("asymrec", {**SMALL, "inputs": "sid", "heads": "rpg", "temperature": 0.5}, ds.n_items,
+                        embeddings=vectors, sids=sids).eval()
+    states = torch.randn(3, SMALL["hidden"])
+    log_probs = model.code_log_probs(states)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3, log_probs.shape[1]), atol=1e-5)
+    p, k = 1, 2  # the head MLPs start as the identity: logits = cos(state, code embedding) / temperature
+    full = torch.nn.functional.cosine_similarity(states[:, None, :], model.code_table()[p][None], dim=-1) / 0.5
+    full = full.masked_fill(model.code_mask[p][None], float("-inf"))
+    assert torch.allclose(log_probs[:, p], torch.log_softmax(full, -1), atol=1e-5)
+    model.code_embedding.weight.data[model.code_offsets[p] + k] *= -1  # tied: changing an input code moves its logit
+    assert not torch.allclose(model.code_log_probs(states)[:, p, k], log_probs[:, p, k])
+    trained = _fit(ds, {"inputs": "sid", "heads": "rpg"}, epochs=3)
+    items, scores = trained.recommend(ds.split("test", 10)[1], 5)
+    assert ((items >= 0) & (items < ds.n_items)).all() and torch.isfinite(scores).all()
+
+
+def test_ignoring_the_dedup_code_makes_colliding_items_tie():
+    """dedup_code=ignore: the extra level that only numbers items sharing a code is neither trained nor scored."""
+    from sidrec.tokenizers.collisions import dedup
+
+    codes = torch.tensor([[0, 1], [0, 1], [1, 0], [2, 2]])  # items 0 and 1 collide
+    sids = dedup(codes, [3, 3])
+    assert sids.n_levels == 3
+    vectors = torch.randn(4, 8)
+    small = {"hidden": 8, "layers": 1, "heads": 1, "ffn": 16, "dropout": 0.0, "max_len": 5, "expert_hidden": 8}
+    histories = torch.tensor([[2, 3, -1], [3, 2, 0]])
+    for mode, tie in (("ignore", True), ("predict", False)):
+        torch.manual_seed(0)
+        model = build_model("asymrec", {**small, "dedup_code": mode}, 4, embeddings=vectors, sids=sids).eval()
+        with torch.no_grad():
+            model.code_bias.data[-1] = torch.tensor([3.0, -3.0, 0.0])[: model.code_bias.shape[1]]
+            scores = model.item_scores(histories)
+        assert torch.allclose(scores[:, 0], scores[:, 1]) == tie
+        batch = {"inputs": torch.tensor([[2, 3]]), "targets": torch.tensor([[3, 0]])}
+        loss, _ = model.loss(batch)
+        model.code_bias.grad = None
+        loss.backward()
+        assert (model.code_bias.grad[-1].abs().sum() == 0) == tie
