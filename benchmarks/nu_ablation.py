@@ -24,7 +24,7 @@ import torch
 
 from sidrec import pipeline
 from sidrec.cli import flush_subnormals
-from sidrec.config import load_config
+from sidrec.config import load_config, resolve_preset
 from sidrec.io import atomic_path, write_json
 from sidrec.tokenizers import build_tokenizer
 from sidrec.tokenizers.metrics import code_counts, collision_stats, level_stats
@@ -50,7 +50,7 @@ def synthetic(name: str, n: int = 12000, d: int = 64, seed: int = 0) -> torch.Te
 
 
 def embeddings(data: str) -> torch.Tensor:
-    config = load_config(ROOT / "configs" / "tiger.yaml", [f"data.name={data}"])
+    config = load_config(resolve_preset("tiger"), [f"data.name={data}"])
     return pipeline.build_artifacts(config, ROOT / "runs" / "nu_ablation" / data, until="embed").embeddings.vectors
 
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/reproduce.py --data amazon-beauty --models sasrec asymrec --seeds 42 43 44
     .venv/bin/python benchmarks/reproduce.py --render-only
 
-Every (data, model, seed) is an ordinary `sidrec.pipeline.run` of the preset `configs/<model>.yaml`
+Every (data, model, seed) is an ordinary `sidrec.pipeline.run` of the preset `<model>` (src/sidrec/configs/<model>.yaml)
 or of a named variant of one (`VARIANTS`: a preset plus overrides, e.g. TIGER's history-once mode;
 no private fit loop, no private hyper-parameters), trained to early stopping on validation
 NDCG@10. Rows are appended to benchmarks/results/reproduce.json one run at a time, so the table
@@ -26,7 +26,7 @@ import torch
 
 from sidrec import pipeline
 from sidrec.cli import flush_subnormals
-from sidrec.config import load_config
+from sidrec.config import load_config, resolve_preset
 from sidrec.io import atomic_path, read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def mean_std(values: list[float]) -> str:
 def render(rows: list[dict], out: Path) -> None:
     """Rewrite reproduce.md and the per-dataset plots from all rows."""
     lines = ["# Converged results (`benchmarks/reproduce.py`)", "",
-             "Regenerated from `reproduce.json` by the script. Each row: the preset `configs/<model>.yaml`, trained "
+             "Regenerated from `reproduce.json` by the script. Each row: the preset `<model>` (src/sidrec/configs/<model>.yaml), trained "
              "until early stopping on validation NDCG@10 (no wall-clock budget unless `stopped` says so). Test split: "
              "leave-one-out, all users, full-catalogue ranking, history items NOT excluded; the test split is read once. "
              "Metrics are mean ± std over the listed seeds (a single value = one seed). `select users` = size of the "
@@ -211,7 +211,7 @@ def main() -> None:
                         continue
                     preset, variant = VARIANTS.get(model, (model, []))
                     overrides = [f"data.name={data}", f"train.seed={seed}", "train.progress=false", *variant, *args.set]
-                    config = load_config(ROOT / "configs" / f"{preset}.yaml", overrides)
+                    config = load_config(resolve_preset(preset), overrides)
                     run_dir = args.runs / f"{data}-{model}-seed{seed}"
                     metrics = pipeline.run(config, run_dir, resume=(run_dir / "checkpoints").exists())
                     rows.append(make_row(data, model, seed, metrics, run_dir, info))

@@ -59,7 +59,8 @@ def test_demo_prints_one_table_of_every_preset_with_its_wall_clock(tmp_path):
 
 
 def test_presets_and_demo_settings_stop_by_epochs_not_by_wall_clock():
-    from sidrec.cli import DEMO_OVERRIDES, DEMO_PRESETS, PRESETS, _config
+    from sidrec.cli import DEMO_OVERRIDES, DEMO_PRESETS, _config
+    from sidrec.config import PRESETS
 
     for path in PRESETS.glob("*.yaml"):
         cfg = _config(str(path), [])

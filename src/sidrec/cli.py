@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sidrec import pipeline
-from sidrec.config import AlgorithmSpec, ConfigError, RunConfig, env_flag, load_config
+from sidrec.config import AlgorithmSpec, ConfigError, RunConfig, env_flag, load_config, resolve_preset
 from sidrec.data import DATASETS, DataFormatError, load_dataset
 from sidrec.evaluation import evaluate
 from sidrec.evaluation.report import results_table
@@ -27,7 +27,6 @@ from sidrec.rundir import RunDirError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Generative recommendation with Semantic IDs: prepare data, train, evaluate, serve.")
 console = Console()
-PRESETS = Path(__file__).resolve().parents[2] / "configs"
 DEMO_PRESETS = ["popularity", "sasrec", "tiger", "card", "asymrec", "card_asymrec"]
 # The demo's own small, epoch-bounded settings on ML-100K (no wall-clock budget): the same table on
 # any machine, fast or slow, in ~10 minutes on 2 cores. The presets themselves train to convergence.
@@ -42,18 +41,6 @@ DEMO_OVERRIDES: dict[str, list[str]] = {
 }
 
 SetOption = typer.Option(None, "--set", "-s", help="dotted override, e.g. --set train.lr=1e-3 (repeatable)")
-
-
-def resolve_preset(name_or_path: str) -> Path:
-    """A YAML path, or the name of a preset in configs/ (e.g. `sasrec`)."""
-    path = Path(name_or_path)
-    if path.exists():
-        return path
-    preset = PRESETS / f"{name_or_path.removesuffix('.yaml')}.yaml"
-    if preset.exists():
-        return preset
-    known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
-    raise ConfigError(f"{name_or_path}: no such config file or preset (presets: {known})")
 
 
 def _config(config: Optional[str], overrides: Optional[list[str]]) -> RunConfig:

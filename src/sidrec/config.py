@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,6 +163,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         where = f"{path}: " if path else ""
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{where}{problems}") from exc
+
+
+PRESETS = Path(str(resources.files("sidrec").joinpath("configs")))  # shipped inside the package
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a preset shipped with sidrec (e.g. `sasrec`)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    preset = PRESETS / f"{str(name_or_path).removesuffix('.yaml')}.yaml"
+    if preset.exists():
+        return preset
+    raise ConfigError(f"{name_or_path}: no such config file or preset (presets: {', '.join(preset_names())})")
 
 
 def env_flag(name: str) -> bool:
