@@ -173,7 +173,7 @@ def test_rpg_heads_score_by_cosine_against_tied_code_embeddings_with_a_temperatu
     """heads=rpg: logits are cos(h_p, e_p,k) / temperature with e the (tied) input code embeddings."""
     ds = cyclic_dataset
     vectors, sids = toy_items(ds.n_items)
-    model = build_model("asymrec", {**SMALL, "inputs": "sid", "heads": "rpg", "temperature": 0.5}, ds.n_items,
+    model = build_model("asymrec", {**SMALL, "inputs": "sid", "head_type": "rpg", "temperature": 0.5}, ds.n_items,
                         embeddings=vectors, sids=sids).eval()
     states = torch.randn(3, SMALL["hidden"])
     log_probs = model.code_log_probs(states)
@@ -184,7 +184,7 @@ def test_rpg_heads_score_by_cosine_against_tied_code_embeddings_with_a_temperatu
     assert torch.allclose(log_probs[:, p], torch.log_softmax(full, -1), atol=1e-5)
     model.code_embedding.weight.data[model.code_offsets[p] + k] *= -1  # tied: changing an input code moves its logit
     assert not torch.allclose(model.code_log_probs(states)[:, p, k], log_probs[:, p, k])
-    trained = _fit(ds, {"inputs": "sid", "heads": "rpg"}, epochs=3)
+    trained = _fit(ds, {"inputs": "sid", "head_type": "rpg"}, epochs=3)
     items, scores = trained.recommend(ds.split("test", 10)[1], 5)
     assert ((items >= 0) & (items < ds.n_items)).all() and torch.isfinite(scores).all()
 

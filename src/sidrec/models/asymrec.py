@@ -37,7 +37,7 @@ class AsymRecOptions(CausalOptions):
     expert_hidden: int = Field(128, ge=1, description="inner width of each 2-layer expert MLP")
     targets: Literal["mhq", "regression"] = Field("mhq", description="next item's codes, or its embedding")
     regression_loss: Literal["cosine", "mse"] = "cosine"
-    heads: Literal["linear", "rpg"] = Field("linear", description="linear: one untied linear head per code "
+    head_type: Literal["linear", "rpg"] = Field("linear", description="linear: one untied linear head per code "
                                             "position; rpg: a residual MLP per position, cosine logits against "
                                             "the code embeddings (tied with the inputs when inputs=sid) / temperature")
     temperature: float = Field(0.07, gt=0, description="rpg heads: softmax temperature of the cosine logits")
@@ -117,7 +117,7 @@ class AsymRec(Recommender):
         self.encoder = CausalEncoder.from_options(o)
         if o.targets == "mhq":
             k_max, n_codes = max(sizes), len(sizes)
-            if o.heads == "linear":
+            if o.head_type == "linear":
                 self.code_heads = nn.Parameter(torch.randn(n_codes, k_max, o.hidden) * 0.02)  # one head per position
                 self.code_bias = nn.Parameter(torch.zeros(n_codes, k_max))
             else:  # RPG: h_p = s + MLP_p(s); logit = cos(h_p, e_p,k) / temperature
@@ -156,7 +156,7 @@ class AsymRec(Recommender):
     # ----- heads -------------------------------------------------------------------------------------
     def code_log_probs(self, states: torch.Tensor) -> torch.Tensor:
         """`[N, P, K_max]` log-probabilities of every code at every position (-inf beyond a position's K)."""
-        if self.options.heads == "linear":
+        if self.options.head_type == "linear":
             logits = torch.einsum("nh,pkh->npk", states, self.code_heads) + self.code_bias
         else:
             inner = F.gelu(torch.einsum("nh,phd->npd", states, self.head_w1) + self.head_b1)
