@@ -197,18 +197,21 @@ def _descend(loss_of, w: torch.Tensor, lr: float) -> tuple[float, float, float]:
         return float(loss), float(grad.norm()), float(loss_of(w - lr * grad))
 
 
+def _losses_at(model, x, projection):
+    """The model's loss dict with W_P set to `projection`."""
+    with torch.no_grad():
+        model.projection.copy_(projection)
+    return model(x)[1]
+
+
 def test_balance_term_is_zero_for_equal_view_energy_and_its_gradient_evens_the_views():
     """Energy balance: ~0 when every view carries the same energy, > 0 when one view dominates, and a
     gradient step on W_P lowers it (through the model's own loss dict)."""
     model, x = _model(), _whitened()
-    with torch.no_grad():
-        model.projection.copy_(torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(3)))[0])
-    _, losses = model(x)
+    losses = _losses_at(model, x, torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(3)))[0])
     assert losses["balance"] < 1e-4 and losses["ortho"] < 1e-4
     unbalanced = torch.diag(torch.tensor([2.0, 2.0, 1.0, 1.0]))
-    with torch.no_grad():
-        model.projection.copy_(unbalanced)
-    _, losses = model(x)
+    losses = _losses_at(model, x, unbalanced)
     assert losses["balance"] > 0.3
     losses["balance"].backward()
     assert model.projection.grad.norm() > 1e-3
@@ -222,14 +225,9 @@ def test_ortho_term_is_zero_for_orthonormal_rows_and_its_gradient_restores_them(
     on W_P lowers it (through the model's own loss dict)."""
     model, x = _model(), _whitened()
     q = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(4)))[0]
-    with torch.no_grad():
-        model.projection.copy_(q)
-    _, losses = model(x)
-    assert losses["ortho"] < 1e-8
+    assert _losses_at(model, x, q)["ortho"] < 1e-8
     skewed = q + 0.3 * torch.randn(4, 4, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        model.projection.copy_(skewed)
-    _, losses = model(x)
+    losses = _losses_at(model, x, skewed)
     assert losses["ortho"] > 0.1
     losses["ortho"].backward()
     assert model.projection.grad.norm() > 1e-2
