@@ -17,7 +17,7 @@ import torch
 
 from sidrec import pipeline
 from sidrec.cli import flush_subnormals
-from sidrec.config import load_config
+from sidrec.config import load_config, resolve_preset
 from sidrec.evaluation.report import results_table
 from sidrec.io import write_json
 
@@ -45,7 +45,7 @@ def main() -> None:
             if preset == "sasrec":
                 overrides += [f"train.max_seconds={args.max_seconds}", "model.dropout=0.5",
                               "train.batch_size=256", "train.patience=10", *args.set]
-            config = load_config(ROOT / "configs" / f"{preset}.yaml", overrides)
+            config = load_config(resolve_preset(preset), overrides)
             start = time.perf_counter()
             metrics = pipeline.run(config, args.runs / f"{name}-{preset}-seed{args.seed}")
             history = metrics["train"]

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from sidrec import pipeline
-from sidrec.config import load_config
+from sidrec.config import load_config, resolve_preset
 from sidrec.data import Dataset, load_dataset
 from sidrec.features import CardEncoder, ItemEmbeddings, TextEncoder, fuse, write_units
 from sidrec.features.card import nearest_neighbours, render_units
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def card_artifacts(name: str, runs: Path):
     """The CARD preset's collaborative (SASRec, training split only) and CARD embeddings, exactly as
     `sidrec run configs/card.yaml` builds them (and from the same stage cache)."""
-    config = load_config(ROOT / "configs" / "card.yaml", [f"data.name={name}"])
+    config = load_config(resolve_preset("card"), [f"data.name={name}"])
     return config, pipeline.build_artifacts(config, runs / f"{name}-card", until="embed")
 
 

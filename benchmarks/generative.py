@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sidrec import pipeline
 from sidrec.cli import flush_subnormals
-from sidrec.config import load_config
+from sidrec.config import load_config, resolve_preset
 from sidrec.io import atomic_path, read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def main() -> None:
         for preset in args.presets:
             for seed in args.seeds:
                 overrides = [f"data.name={name}", f"train.seed={seed}", "train.progress=false", *args.set]
-                config = load_config(ROOT / "configs" / f"{preset}.yaml", overrides)
+                config = load_config(resolve_preset(preset), overrides)
                 run_dir = args.runs / f"{name}-{preset}-seed{seed}"
                 metrics = pipeline.run(config, run_dir)
                 metrics["efficiency"] = step_efficiency(run_dir, config.train.batch_size)

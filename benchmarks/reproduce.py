@@ -3,13 +3,14 @@
     .venv/bin/python benchmarks/reproduce.py --data amazon-beauty --models sasrec asymrec --seeds 42 43 44
     .venv/bin/python benchmarks/reproduce.py --render-only
 
-Every (data, model, seed) is an ordinary `sidrec.pipeline.run` of the preset `configs/<model>.yaml`
+Every (data, model, seed) is an ordinary `sidrec.pipeline.run` of the preset `<model>` (src/sidrec/configs/<model>.yaml)
 or of a named variant of one (`VARIANTS`: a preset plus overrides, e.g. TIGER's history-once mode;
 no private fit loop, no private hyper-parameters), trained to early stopping on validation
 NDCG@10. Rows are appended to benchmarks/results/reproduce.json one run at a time, so the table
 grows over several sessions: a finished row is never rerun, an interrupted run continues from its
 checkpoint (`--resume` semantics of the pipeline). Writes reproduce.md and one PNG per dataset
-(validation NDCG@10 against wall-clock seconds of training + validation).
+(validation NDCG@10 against wall-clock seconds of training + validation), and the README's
+converged table (between its `reproduce-table` markers).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 from sidrec import pipeline
 from sidrec.cli import flush_subnormals
-from sidrec.config import load_config
+from sidrec.config import load_config, resolve_preset
 from sidrec.io import atomic_path, read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def mean_std(values: list[float]) -> str:
 def render(rows: list[dict], out: Path) -> None:
     """Rewrite reproduce.md and the per-dataset plots from all rows."""
     lines = ["# Converged results (`benchmarks/reproduce.py`)", "",
-             "Regenerated from `reproduce.json` by the script. Each row: the preset `configs/<model>.yaml`, trained "
+             "Regenerated from `reproduce.json` by the script. Each row: the preset `<model>` (src/sidrec/configs/<model>.yaml), trained "
              "until early stopping on validation NDCG@10 (no wall-clock budget unless `stopped` says so). Test split: "
              "leave-one-out, all users, full-catalogue ranking, history items NOT excluded; the test split is read once. "
              "Metrics are mean ± std over the listed seeds (a single value = one seed). `select users` = size of the "
@@ -129,6 +130,36 @@ def render(rows: list[dict], out: Path) -> None:
         plot(group, out.parent / f"reproduce-{data}.png", data)
     with atomic_path(out.with_suffix(".md")) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    if out == RESULTS:
+        update_readme(rows)
+
+
+def headline(rows: list[dict]) -> str:
+    """The README's converged table: test R@10 / N@10 (mean ± std over seeds), tail, cost."""
+    lines = ["| data | model | seeds | R@10 | N@10 | R@10 tail | Cov@10 | best / last epoch | stopped | to best s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for data in dict.fromkeys(r["data"] for r in rows):
+        for model in MODELS + sorted({r["model"] for r in rows} - set(MODELS)):
+            runs = [r for r in rows if (r["data"], r["model"]) == (data, model)]
+            if not runs:
+                continue
+            epochs = "/".join(f"{r['best_epoch']} / {r['epochs']}" for r in runs if r["best_epoch"]) or "–"
+            to_best = "/".join(f"{r['seconds_to_best']:.0f}" for r in runs if r.get("seconds_to_best")) or "–"
+            lines.append(f"| {data} | {model} | {','.join(str(r['seed']) for r in runs)} | "
+                         + " | ".join(mean_std([r["test"][k] for r in runs]) for k in ("recall@10", "ndcg@10", "recall@10_tail", "coverage@10"))
+                         + f" | {epochs} | {'; '.join(dict.fromkeys(r['stopped'] for r in runs))} | {to_best} |")
+    return "\n".join(lines)
+
+
+def update_readme(rows: list[dict], readme: Path = ROOT / "README.md") -> None:
+    """Replace the block between the reproduce-table markers of the README with `headline(rows)`."""
+    start, end = "<!-- reproduce-table -->", "<!-- /reproduce-table -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    with atomic_path(readme) as tmp:
+        tmp.write_text(f"{head}{start}\n{headline(rows)}\n{end}{rest.split(end, 1)[1]}")
 
 
 def plot(rows: list[dict], path: Path, data: str) -> None:
@@ -180,7 +211,7 @@ def main() -> None:
                         continue
                     preset, variant = VARIANTS.get(model, (model, []))
                     overrides = [f"data.name={data}", f"train.seed={seed}", "train.progress=false", *variant, *args.set]
-                    config = load_config(ROOT / "configs" / f"{preset}.yaml", overrides)
+                    config = load_config(resolve_preset(preset), overrides)
                     run_dir = args.runs / f"{data}-{model}-seed{seed}"
                     metrics = pipeline.run(config, run_dir, resume=(run_dir / "checkpoints").exists())
                     rows.append(make_row(data, model, seed, metrics, run_dir, info))

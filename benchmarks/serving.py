@@ -27,7 +27,7 @@ import httpx
 import torch
 
 from sidrec import pipeline
-from sidrec.config import load_config
+from sidrec.config import load_config, resolve_preset
 from sidrec.evaluation.protocol import top_k
 from sidrec.io import atomic_path, write_json
 from sidrec.serving import write_manifest
@@ -40,7 +40,7 @@ CONCURRENCY = (1, 8, 64, 64)  # the last level repeats 64 to show RSS settles (n
 def trained_run(run_dir: Path, epochs: int) -> Path:
     """Reuse `run_dir` if it holds a finished run, else train SASRec on ML-100K there."""
     if not (run_dir / "metrics.json").exists():
-        config = load_config(ROOT / "configs" / "sasrec.yaml",
+        config = load_config(resolve_preset("sasrec"),
                              ["data.name=ml-100k", f"train.epochs={epochs}", "train.progress=false"])
         pipeline.run(config, run_dir)
     write_manifest(run_dir)

@@ -56,3 +56,17 @@ def test_demo_prints_one_table_of_every_preset_with_its_wall_clock(tmp_path):
     assert "| popularity | ml-100k |" in report and "| sasrec | ml-100k |" in report
     assert "s/epoch" in report.splitlines()[0] and "All 2 presets:" in report
     assert report.strip() in result.output.strip()
+
+
+def test_presets_and_demo_settings_stop_by_epochs_not_by_wall_clock():
+    from sidrec.cli import DEMO_OVERRIDES, DEMO_PRESETS, _config
+    from sidrec.config import PRESETS
+
+    for path in PRESETS.glob("*.yaml"):
+        cfg = _config(str(path), [])
+        sections = [cfg.train] + ([cfg.collaborative.train] if cfg.collaborative else [])
+        assert all(train.max_seconds is None for train in sections), path.name
+    assert set(DEMO_OVERRIDES) == set(DEMO_PRESETS) - {"popularity"}  # every trained preset: a small demo
+    for name, overrides in DEMO_OVERRIDES.items():
+        cfg = _config(name, ["data.name=ml-100k", *overrides])
+        assert cfg.train.max_seconds is None and cfg.train.epochs <= 30, name

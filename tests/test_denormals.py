@@ -28,3 +28,27 @@ def test_the_console_entry_sets_it_before_any_command(monkeypatch):
     except SystemExit as exc:
         assert exc.code == 0
     assert calls == ["flush"]
+
+
+LEAK_PROBE = """
+import torch
+from sidrec.numerics import flushing_subnormals, subnormals_flushed
+from sidrec.tokenizers import build_tokenizer
+states = []
+for start in (True, False):
+    torch.set_flush_denormal(start)
+    with flushing_subnormals():
+        states.append(subnormals_flushed())
+    states.append(subnormals_flushed())
+torch.set_flush_denormal(True)
+build_tokenizer("rqvae", hidden_dims=[8], latent_dim=4, n_levels=2, codebook_size=4, epochs=1,
+                progress=False).fit(torch.randn(64, 8))
+states.append(subnormals_flushed())
+print(*map(int, states))
+"""
+
+
+def test_fitting_an_rqvae_restores_the_mode_it_found():
+    """The tokenizer flushes while it fits, then puts back the caller's mode (it used to turn it off)."""
+    out = subprocess.run([sys.executable, "-c", LEAK_PROBE], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1", "1", "0", "1"]

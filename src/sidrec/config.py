@@ -8,6 +8,8 @@ every model.
 from __future__ import annotations
 
 import os
+import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,7 +57,9 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20], description="cut-offs of Recall@K / NDCG@K")
+    select_metric: str = Field("ndcg@10", description="validation metric that picks the epoch and early-stops "
+                               "(recall@K or ndcg@K, K one of eval.ks)")
     exclude_history: bool = Field(False, description="remove a user's history items from the ranking")
     batch_size: int = Field(1024, ge=1)
     max_len: int = Field(50, ge=1, description="history items fed to a model at evaluation")
@@ -63,6 +67,18 @@ class EvalConfig(Section):
     select_users: int | None = Field(None, ge=1, description="epoch selection validates on this many users "
                                      "(a fixed, seeded sample; null = all); final valid/test use all users")
     select_seed: int = Field(0, description="seed of the epoch-selection user sample")
+
+    @model_validator(mode="after")
+    def _cut_offs_and_selection_metric(self) -> "EvalConfig":
+        """Checked before anything runs: a bad cut-off used to fail only after training (KeyError: 'ndcg@10')."""
+        if not self.ks or any(k < 1 for k in self.ks) or len(set(self.ks)) != len(self.ks):
+            raise ValueError(f"eval.ks must be distinct positive cut-offs, got {self.ks}")
+        match = re.fullmatch(r"(recall|ndcg)@(\d+)", self.select_metric)
+        if match is None:
+            raise ValueError(f"eval.select_metric must look like ndcg@10 or recall@20, got {self.select_metric!r}")
+        if int(match.group(2)) not in self.ks:
+            raise ValueError(f"eval.select_metric {self.select_metric} needs {match.group(2)} in eval.ks {self.ks}")
+        return self
 
 
 class AlgorithmSpec(BaseModel):
@@ -147,6 +163,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         where = f"{path}: " if path else ""
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{where}{problems}") from exc
+
+
+PRESETS = Path(str(resources.files("sidrec").joinpath("configs")))  # shipped inside the package
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a preset shipped with sidrec (e.g. `sasrec`)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    preset = PRESETS / f"{str(name_or_path).removesuffix('.yaml')}.yaml"
+    if preset.exists():
+        return preset
+    raise ConfigError(f"{name_or_path}: no such config file or preset (presets: {', '.join(preset_names())})")
 
 
 def env_flag(name: str) -> bool:

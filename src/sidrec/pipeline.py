@@ -19,6 +19,7 @@ Validation picks the model; the test split is read once, at the end.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,12 +29,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import yaml
 
-from sidrec.config import RunConfig
+from sidrec import rundir
+from sidrec.config import ConfigError, RunConfig
 from sidrec.data import Dataset, load_dataset
 from sidrec.evaluation import evaluate
 from sidrec.evaluation.report import results_table
@@ -41,8 +43,10 @@ from sidrec.features import ItemEmbeddings, build_encoder
 from sidrec.io import atomic_path, read_json, write_json
 from sidrec.manifest import write_manifest
 from sidrec.models import Recommender, build_model
-from sidrec.tokenizers import SemanticIDs
+from sidrec.models.base import model_options
+from sidrec.tokenizers import SemanticIDs, build_tokenizer
 from sidrec.tokenizers.api import SIDS_FILE, tokenize
+from sidrec.tokenizers.collisions import RESOLUTIONS
 from sidrec.training import Trainer
 from sidrec.training.distributed import rank_and_world
 
@@ -109,7 +113,7 @@ def fit_model(model: Recommender, dataset: Dataset, train_config, eval_config, o
     if hasattr(model, "fit_counts"):
         model.fit_counts(dataset.item_popularity())
         return {"train_seconds": round(time.perf_counter() - start, 3)}
-    trainer = Trainer(model, train_config, out_dir)
+    trainer = Trainer(model, train_config, out_dir, select_metric=eval_config.select_metric)
     return trainer.fit(model.make_batches(dataset, train_config.batch_size),
                        lambda m: evaluate(m, dataset, "valid", eval_config, sample=eval_config.select_users),
                        resume=resume)
@@ -127,7 +131,7 @@ def collaborative_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> Non
         model.save(folder / "model")
         write_json(folder / "train.json", summary)
         ItemEmbeddings(model.item_embeddings().detach(), f"collaborative:{section.model.name}",
-                       {"best_valid_ndcg@10": summary.get("best_valid_ndcg@10")}).save(folder / "item_embeddings.safetensors")
+                       {f"best_valid_{config.eval.select_metric}": summary.get(f"best_valid_{config.eval.select_metric}")}).save(folder / "item_embeddings.safetensors")
 
     folder = cached_stage("collaborative", key, config, run_dir, build)
     art.collaborative = ItemEmbeddings.load(folder / "item_embeddings.safetensors")
@@ -189,14 +193,52 @@ def train(config: RunConfig, art: Artifacts, run_dir: Path, resume: bool = False
     return model, summary
 
 
+def validate(config: RunConfig) -> None:
+    """Every stage's options, checked before anything is read, trained or written (ConfigError)."""
+    checks = [("model", lambda: model_options(config.model.name, config.model.options()))]
+    if config.collaborative is not None:
+        spec = config.collaborative.model
+        checks.append(("collaborative.model", lambda: model_options(spec.name, spec.options(), "collaborative.model")))
+    if config.embed is not None:
+        checks.append(("embed", lambda: build_encoder(config.embed.name, **config.embed.options())))
+    if config.tokenize is not None:
+        options = config.tokenize.options()
+        resolution = options.pop("resolution", "dedup")
+        checks.append(("tokenize", lambda: build_tokenizer(config.tokenize.name, **options)))
+        if resolution not in RESOLUTIONS:
+            raise ConfigError(f"tokenize.resolution: {resolution!r} is not one of {list(RESOLUTIONS)}")
+    for section, check in checks:
+        try:
+            check()
+        except (ValueError, TypeError, KeyError) as exc:
+            message = str(exc.args[0]) if exc.args else str(exc)
+            raise ConfigError(message if message.startswith(section) else f"{section}: {message}") from exc
+
+
+@contextlib.contextmanager
+def writing(config: RunConfig, run_dir: Path, resume: bool = False) -> Iterator[None]:
+    """Validate, then hold RUN_DIR's writer lock while the run writes it; a resume must keep the config."""
+    validate(config)
+    if rank_and_world()[0] != 0:
+        yield
+        return
+    with rundir.exclusive(run_dir):
+        if resume:
+            rundir.check_resume(run_dir, config.model_dump(mode="json"))
+        save_config(config, run_dir / "config.yaml")
+        yield
+
+
 def run(config: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
     """All stages of one preset; returns (and writes) the metrics."""
     run_dir = Path(run_dir)
+    with writing(config, run_dir, resume):
+        return _run(config, run_dir, resume)
+
+
+def _run(config: RunConfig, run_dir: Path, resume: bool) -> dict:
     start = time.perf_counter()
     rank = rank_and_world()[0]
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
     art = build_artifacts(config, run_dir)
     model, summary = train(config, art, run_dir, resume=resume)
     metrics = {

@@ -10,6 +10,7 @@ import torch
 
 from sidrec.config import DataConfig
 from sidrec.data import DataFormatError, Dataset, RawData, build_dataset, k_core, load_dataset
+from synthetic import cyclic_raw
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -62,6 +63,38 @@ def test_leave_one_out_never_leaks_targets(cyclic_dataset):
                       for a, b in zip(train[train_offsets[u]:train_offsets[u + 1] - 1].tolist(),
                                       train[train_offsets[u] + 1:train_offsets[u + 1]].tolist()))
     assert pairs == expected
+
+
+
+def user_unique_dataset() -> Dataset:
+    """The cyclic walks with every item renamed per user ("u3/i05") and users cut to lengths 1..12, so an
+    item id pins down one user and one position: any leak of a held-out item is visible by id alone."""
+    inter = cyclic_raw(n_users=36, n_items=12, length=12).interactions
+    inter = inter[inter["timestamp"] < inter["user_id"].str[1:].astype(int) % 12 + 1]
+    inter = inter.assign(item_id=inter["user_id"] + "/" + inter["item_id"])
+    return build_dataset(RawData(inter, pd.DataFrame({"item_id": sorted(set(inter["item_id"]))})), "unique")
+
+
+@pytest.mark.parametrize("max_len", [2, 3, 5, 50])
+def test_training_data_never_holds_a_validation_or_test_target(max_len):
+    """Leave-one-out: neither the training sequences nor any training window (as input OR as target)
+    contains a user's validation or test target; every other item is training data."""
+    ds = user_unique_dataset()
+    assert len(set(ds.lengths.tolist())) == 12 and ds.n_items == ds.n_interactions
+    _, _, valid_target = ds.split("valid")
+    _, _, test_target = ds.split("test")
+    held_out = set(valid_target.tolist()) | set(test_target.tolist())
+    assert len(held_out) == 2 * len(ds.eval_users)
+    train, _ = ds.train_sequences()
+    inputs, targets = ds.training_windows(max_len)
+    assert held_out.isdisjoint(train.tolist())
+    assert held_out.isdisjoint(inputs[inputs >= 0].tolist())
+    assert held_out.isdisjoint(targets[targets >= 0].tolist())
+    assert set(train.tolist()) == set(range(ds.n_items)) - held_out
+    # users with a single training item have no transition: every other training item is read by a window
+    windowed = set(inputs[inputs >= 0].tolist()) | set(targets[targets >= 0].tolist())
+    lonely = {int(ds.sequence_items[ds.offsets[u]]) for u in range(ds.n_users) if ds.train_lengths()[u] == 1}
+    assert windowed == set(train.tolist()) - lonely
 
 
 def test_short_sequences_train_only():

@@ -103,6 +103,21 @@ def test_every_returned_item_is_real_and_distinct_and_sorted():
     assert torch.equal(model.trie.lookup(model.sids.codes[items]), items)
 
 
+
+@pytest.mark.parametrize("width,k,first_codes_used", [(4, 3, 6), (6, 6, 2)])
+def test_every_beam_result_is_a_catalogue_item_reached_along_its_own_codes(width, k, first_codes_used):
+    """Constrained decoding: a narrow beam returns only catalogue items, and each one's score is the exact
+    log-probability of that item's own SID (+ eos), so no beam left the trie on the way (a beam that strayed
+    off the catalogue and landed on an item index would carry another path's score)."""
+    model = tiny_model(seed=5, first_codes_used=first_codes_used)
+    ids, mask = model.encoder_inputs(histories(model, seed=5))
+    items, scores = constrained_beam_search(model, ids, mask, model.trie, beam_width=width, k=k)
+    assert ((items >= 0) & (items < model.n_items)).all()
+    assert all(len(set(row)) == k for row in items.tolist())
+    exact = exact_item_scores(model, ids, mask, model.trie)
+    torch.testing.assert_close(scores, exact.gather(1, items), atol=1e-4, rtol=0)
+
+
 def test_beam_narrower_than_k_or_k_above_catalogue_is_an_error():
     model = tiny_model()
     ids, mask = model.encoder_inputs(histories(model))

@@ -60,3 +60,33 @@ def test_evaluate_reports_protocol_and_reads_requested_split(cyclic_dataset):
     assert {"recall@5", "ndcg@10", "coverage@10", "recall@10_tail"} <= set(valid)
     with pytest.raises(ValueError, match="'valid' or 'test'"):
         evaluate(pop, cyclic_dataset, "train")
+
+
+class _Oracle:
+    """Ranks the true validation target first for histories of the users in `hits`, else item 0."""
+
+    def __init__(self, dataset, hits):
+        _, histories, targets = dataset.split("valid", 50)
+        self.known = {tuple(histories[r].tolist()): int(targets[r]) for r in hits}
+        self.n_items = dataset.n_items
+
+    def recommend(self, histories, k):
+        first = torch.tensor([self.known.get(tuple(h.tolist()), 0) for h in histories])
+        items = torch.stack([first, *[(first + j) % self.n_items for j in range(1, k)]], 1)
+        return items, -torch.arange(k, dtype=torch.float).expand(len(histories), k)
+
+
+def test_epoch_selection_sample_is_fixed_seeded_and_restricts_the_users(cyclic_dataset):
+    from sidrec.evaluation.protocol import user_sample
+
+    n = cyclic_dataset.eval_users.numel()
+    rows = user_sample(n, 10, seed=3)
+    assert torch.equal(rows, user_sample(n, 10, seed=3)) and not torch.equal(rows, user_sample(n, 10, seed=4))
+    assert rows.numel() == 10 and rows.unique().numel() == 10 and (rows.diff() > 0).all()
+    assert user_sample(n, n, seed=3) is None and user_sample(n, None, seed=3) is None
+    oracle = _Oracle(cyclic_dataset, hits=rows.tolist())  # hits exactly the sampled users
+    config = EvalConfig(ks=[10], select_seed=3)
+    sampled = evaluate(oracle, cyclic_dataset, "valid", config, sample=10)
+    assert sampled["users"] == 10 and sampled["recall@10"] == 1.0 and sampled["ndcg@10"] == 1.0
+    everyone = evaluate(oracle, cyclic_dataset, "valid", config)
+    assert everyone["users"] == n and everyone["recall@10"] < 1.0

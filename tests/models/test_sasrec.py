@@ -7,6 +7,7 @@ from sidrec.evaluation import evaluate
 from sidrec.models import Recommender, build_model
 from sidrec.models.base import truncate_histories
 from sidrec.training import Trainer
+from causality import assert_causal, causal_histories
 
 
 def test_sasrec_learns_next_item_and_beats_popularity(cyclic_dataset, tmp_path):
@@ -40,3 +41,12 @@ def test_bad_options_are_named():
         build_model("sasrec", {"hidden": 30, "heads": 4}, 10)
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         build_model("nope", {}, 10)
+
+
+def test_sasrec_states_are_causal():
+    """Causal mask: a later item never changes an earlier position's hidden state, an earlier item does
+    change every later one (what lets whole-sequence training predict each next item without seeing it)."""
+    torch.manual_seed(0)
+    model = build_model("sasrec", {"hidden": 32, "layers": 2, "heads": 2, "ffn": 64, "dropout": 0.0, "max_len": 10},
+                        12).eval()
+    assert_causal(model.hidden_states, causal_histories())

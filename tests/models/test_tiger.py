@@ -20,10 +20,11 @@ def tiny(sids: SemanticIDs, **overrides) -> TIGER:
     return build_model("tiger", {"preset": "small", "dropout": 0.0, **overrides}, sids.n_items, sids=sids).eval()
 
 
-def test_all_prefixes_batches_cover_every_prefix_with_correct_windows():
+@pytest.mark.parametrize("length_buckets", [False, True])
+def test_all_prefixes_batches_cover_every_prefix_with_correct_windows(length_buckets):
     sids = catalogue()
     seqs = [[3, 1, 4, 1, 5], [9, 2], [7], [6, 5, 3, 5, 8, 9, 7]]
-    make = tiger_batches(seqs, sids.tokens(), batch_size=4, max_history=3)
+    make = tiger_batches(seqs, sids.tokens(), batch_size=4, max_history=3, length_buckets=length_buckets)
     batches = list(make(0, torch.Generator().manual_seed(0)))
     labels = torch.cat([b["labels"] for b in batches])
     assert labels.shape == (4 + 1 + 0 + 6, 4)
@@ -39,6 +40,20 @@ def test_all_prefixes_batches_cover_every_prefix_with_correct_windows():
             assert mask.int().diff().le(0).all()  # left-aligned
     expected = {(tuple(s[max(0, j - 3) : j]), s[j]) for s in seqs for j in range(1, len(s))}
     assert seen == expected
+
+
+def test_length_buckets_cut_padding_and_keep_batch_sizes():
+    sids = catalogue()
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(0, 40, (int(n),), generator=g).tolist() for n in torch.randint(2, 30, (300,), generator=g)]
+    padded = {}
+    for buckets in (False, True):
+        make = tiger_batches(seqs, sids.tokens(), batch_size=32, max_history=20, length_buckets=buckets)
+        batches = list(make(0, torch.Generator().manual_seed(1)))
+        padded[buckets] = sum(b["attention_mask"].numel() for b in batches) / sum(int(b["attention_mask"].sum()) for b in batches)
+        sizes = [len(b["labels"]) for b in batches]
+        assert sum(sizes) == sum(len(s) - 1 for s in seqs) and max(sizes) <= 33
+    assert padded[True] < 1.1 < 1.5 < padded[False]
 
 
 def test_sampled_prefix_draws_one_prefix_per_trainable_user_deterministically():

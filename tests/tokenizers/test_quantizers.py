@@ -120,3 +120,153 @@ def test_nurqvae_model_selection_and_logistic_transform(skewed):
     assert tok.model.transform.initialised
     before, after = tok.latents(skewed)
     assert before.shape == after.shape == (len(skewed), 8)
+
+
+# ----- defining properties of RQ-VAE / NU-RQ-VAE training ---------------------------------------------
+
+def _small_model(kind: str, seed: int = 0):
+    from sidrec.tokenizers.nurqvae import NURQVAEModel
+    from sidrec.tokenizers.rqvae import RQVAEModel
+
+    torch.manual_seed(seed)
+    cls = NURQVAEModel if kind == "nurqvae" else RQVAEModel
+    return cls(8, [16], 4, 2, 8, 0.25).train()
+
+
+@pytest.mark.parametrize("kind", ["rqvae", "nurqvae"])
+def test_straight_through_copies_decoder_input_gradient_onto_pre_quantization_latent(kind, skewed):
+    """Straight-through estimator: the reconstruction loss's gradient crosses the (non-differentiable)
+    quantizer unchanged, d(recon)/d(latent) == d(recon)/d(quantized latent), and so reaches the encoder."""
+    model = _small_model(kind)
+    x = skewed[:64]
+    with torch.no_grad():
+        model.quantizer.kmeans_init(model.quant_input(skewed[:400]), niter=5)
+    seen = {}
+
+    def keep(module, inputs, outputs):
+        seen["latent"], seen["quantized"] = inputs[0], outputs[0]
+        inputs[0].retain_grad()
+        outputs[0].retain_grad()
+
+    model.quantizer.register_forward_hook(keep)
+    codes, losses = model(x)
+    losses["recon"].backward()
+    latent, quantized = seen["latent"], seen["quantized"]
+    assert not torch.equal(quantized.detach(), latent.detach())  # the quantizer really changed the latent
+    assert quantized.grad.abs().max() > 1e-6
+    assert latent.grad is not None and torch.allclose(latent.grad, quantized.grad, rtol=1e-5, atol=1e-9)
+    first = model.encoder[0].weight.grad
+    assert first is not None and first.abs().max() > 1e-7
+    # the encoder gradient is exactly the copied gradient pushed back through the encoder (and h);
+    # eval mode: h's running statistics stay those the training forward just used
+    model.eval()
+    expected = torch.autograd.grad(model.to_quant(model.encoder(x)), model.encoder[0].weight, latent.grad)[0]
+    assert torch.allclose(first, expected, rtol=1e-4, atol=1e-8)
+
+
+def _kmeans_quantizer(skewed, codebook_size: int = 16) -> ResidualQuantizer:
+    rq = ResidualQuantizer(n_levels=2, codebook_size=codebook_size, dim=8)
+    rq.kmeans_init(skewed, niter=10)
+    return rq.train()
+
+
+def test_sinkhorn_last_balances_the_last_level_in_training(skewed):
+    """NU-RQ-VAE's Sinkhorn step: with `sinkhorn_last` the last level's training assignments are spread
+    (max code count close to n/K) and differ from plain argmin; earlier levels stay greedy; without it the
+    heavy-tailed batch piles onto a few codewords."""
+    rq, x, k = _kmeans_quantizer(skewed), skewed[:256], 16
+    greedy = rq.quantize(x)
+    _, plain, _ = rq(x)
+    _, balanced, _ = rq(x, sinkhorn_last=True)
+    assert torch.equal(plain, greedy)
+    assert torch.equal(balanced[:, 0], greedy[:, 0])
+    assert (balanced[:, 1] != greedy[:, 1]).float().mean() > 0.2
+    fair = len(x) / k
+    assert torch.bincount(balanced[:, 1], minlength=k).max() <= 2 * fair
+    assert torch.bincount(plain[:, 1], minlength=k).max() >= 4 * fair
+
+
+def test_nurqvae_training_loop_assigns_the_last_level_by_sinkhorn(skewed, monkeypatch):
+    """The NU-RQ-VAE fit loop really trains with Sinkhorn on the last level (its default), so the
+    training codes differ from greedy codes and are more balanced; RQ-VAE's loop stays greedy."""
+    original = ResidualQuantizer.forward
+    calls = []
+
+    def spy(self, z, **kw):
+        out = original(self, z, **kw)
+        calls.append((self.training, kw.get("sinkhorn_last", False), out[1], self.quantize(z)))
+        return out
+
+    monkeypatch.setattr(ResidualQuantizer, "forward", spy)
+    _tok("nurqvae", epochs=1).fit(skewed)
+    assert calls and all(training and on for training, on, _, _ in calls)
+    full = [(codes, greedy) for _, _, codes, greedy in calls if len(codes) == 256]
+    assert all(torch.equal(c[:, :-1], g[:, :-1]) for c, g in full)
+    assert sum((c[:, -1] != g[:, -1]).float().mean() for c, g in full) / len(full) > 0.2
+    peak = lambda codes: torch.bincount(codes[:, -1], minlength=16).max().item()  # noqa: E731
+    assert sum(peak(c) for c, _ in full) < 0.8 * sum(peak(g) for _, g in full)
+    assert all(peak(c) <= 2 * 256 / 16 for c, _ in full)
+    calls.clear()
+    _tok("rqvae", epochs=1).fit(skewed)
+    assert calls and all(torch.equal(c, g) for _, on, c, g in calls if not on)
+    assert not any(on for _, on, _, _ in calls)
+
+
+def test_quantization_loss_pulls_codewords_to_their_latents_and_commits_the_encoder(skewed):
+    """Codebook term: one SGD step on the quantization loss moves every used codeword toward the mean of
+    the residuals assigned to it. Commitment term: the same loss sends beta * d||r - sg(e)||^2 back into
+    the latent, hence into the encoder."""
+    torch.manual_seed(0)
+    encoder = torch.nn.Linear(8, 8)
+    x = skewed[:128]
+    rq = ResidualQuantizer(n_levels=2, codebook_size=8, dim=8, beta=0.25)
+    with torch.no_grad():
+        rq.codebooks.copy_(torch.randn(2, 8, 8))  # far from the data: a lot to learn
+    z = encoder(x)
+    z.retain_grad()
+    codes, residuals = rq.residuals(z.detach())
+
+    def gaps() -> torch.Tensor:  # [L, K] distance of each codeword to the mean of its residuals (nan: unused)
+        out = torch.full((2, 8), float("nan"))
+        for level in range(2):
+            for k in codes[:, level].unique():
+                mean = residuals[level][codes[:, level] == k].mean(0)
+                out[level, k] = (rq.codebooks[level, k] - mean).norm()
+        return out.detach()
+
+    before = gaps()
+    _, fwd_codes, loss = rq(z)
+    assert torch.equal(fwd_codes, codes)
+    # a used codeword's gap shrinks by the factor 1 - lr * n_k / (numel * L / 2) = 1 - n_k / 128: in [0, 1)
+    optimizer = torch.optim.SGD([rq.codebooks], lr=8.0)
+    optimizer.zero_grad()
+    loss.backward()
+    # commitment: gradient on the latent is sum_l beta * 2 (r_l - e_l) / numel / L
+    q = [rq.codebooks[level, codes[:, level]].detach() for level in range(2)]
+    expected = sum(0.25 * 2 * (residuals[level] - q[level]) / z.numel() / 2 for level in range(2))
+    assert z.grad.abs().max() > 1e-5
+    assert torch.allclose(z.grad, expected, rtol=1e-4, atol=1e-9)
+    assert encoder.weight.grad is not None and encoder.weight.grad.abs().max() > 1e-5
+    optimizer.step()
+    after = gaps()
+    used = ~before.isnan()
+    assert used.sum() >= 4
+    assert (after[used] < 0.999 * before[used]).all()
+    unused = ~used
+    assert torch.isnan(after[unused]).all()
+
+
+def test_rqvae_fit_trains_the_codebooks_through_the_quantization_loss(skewed, monkeypatch):
+    """In the training loop, only the quantization loss moves the codebooks (straight-through sends no
+    reconstruction gradient to them): with weight decay and restarts off, they must still move."""
+    original = ResidualQuantizer.kmeans_init
+    initial = {}
+
+    def spy(self, z, **kw):
+        original(self, z, **kw)
+        initial["books"] = self.codebooks.detach().clone()
+
+    monkeypatch.setattr(ResidualQuantizer, "kmeans_init", spy)
+    tok = _tok("rqvae", epochs=2, weight_decay=0.0, dead_code_restart=False).fit(skewed)
+    moved = (tok.model.quantizer.codebooks.detach() - initial["books"]).abs().amax(-1)  # [L, K]
+    assert (moved > 1e-4).float().mean() > 0.5

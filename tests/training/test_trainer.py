@@ -97,3 +97,23 @@ def test_seconds_per_epoch_averages_complete_epochs(cyclic_dataset):
     seconds = [r["seconds"] for r in result["history"]]
     assert all(r["complete"] for r in result["history"])
     assert result["seconds_per_epoch"] == round(sum(seconds) / 2, 2)
+
+
+def test_bf16_autocast_trains_in_bf16_and_keeps_fp32_weights(cyclic_dataset):
+    ds = cyclic_dataset
+    seen = {}
+    model = fresh_model(ds)
+    linear = next(m for name, m in model.encoder.named_modules() if name.endswith("linear1"))  # the FFN
+    linear.register_forward_hook(lambda module, args, out: seen.update(dtype=out.dtype))
+    summary = Trainer(model, TrainConfig(epochs=8, batch_size=16, lr=3e-3, precision="bf16", progress=False)).fit(
+        model.make_batches(ds, 16))
+    assert seen["dtype"] == torch.bfloat16  # the forward pass really ran under autocast
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    reference = fresh_model(ds)
+    fp32 = Trainer(reference, TrainConfig(epochs=8, batch_size=16, lr=3e-3, progress=False)).fit(
+        reference.make_batches(ds, 16))
+    losses = [run["history"][-1]["loss"] for run in (summary, fp32)]
+    assert losses[0] < 0.8 * summary["history"][0]["loss"]
+    assert abs(losses[0] - losses[1]) < 0.1 * losses[1]  # bf16 follows the fp32 run closely
+    with pytest.raises(ValueError):
+        TrainConfig(precision="fp16")

@@ -11,6 +11,11 @@ TRAINING = [("epochs", "epochs", "{}"), ("seconds_per_epoch", "s/epoch", "{:.1f}
             ("samples_per_second", "train samples/s", "{:.0f}")]
 
 
+def _tail_fraction(run: dict) -> float:
+    """The run's own `eval.tail_fraction` (the table must not claim 80 % when a run used another)."""
+    return float(((run.get("config") or {}).get("eval") or {}).get("tail_fraction", 0.8))
+
+
 def _cell(value, fmt: str = "{:.4f}") -> str:
     return "–" if value is None or value != value else fmt.format(value)
 
@@ -31,7 +36,8 @@ def results_table(runs: list[dict], split: str = "test") -> str:
     lines.append("")
     lines.append(f"Split: {split}, leave-one-out, full-catalogue ranking; "
                  + "; ".join(note[bool(e)] for e in sorted(excluded, key=str)) + ". "
-                 + "Tail = 80% least popular items by training count."
+                 + "Tail = " + "; ".join(f"{t:.0%}" for t in sorted({_tail_fraction(run) for run in runs}))
+                 + " least popular items by training count."
                  + (" s/epoch = mean training time of the epochs that ran to the end (– when the time budget cut"
                     " the first one); train samples/s includes validation." if training else ""))
     return "\n".join(lines)

@@ -37,6 +37,13 @@ class AsymRecOptions(CausalOptions):
     expert_hidden: int = Field(128, ge=1, description="inner width of each 2-layer expert MLP")
     targets: Literal["mhq", "regression"] = Field("mhq", description="next item's codes, or its embedding")
     regression_loss: Literal["cosine", "mse"] = "cosine"
+    head_type: Literal["linear", "rpg"] = Field("linear", description="linear: one untied linear head per code "
+                                            "position; rpg: a residual MLP per position, cosine logits against "
+                                            "the code embeddings (tied with the inputs when inputs=sid) / temperature")
+    temperature: float = Field(0.07, gt=0, description="rpg heads: softmax temperature of the cosine logits")
+    dedup_code: Literal["predict", "ignore"] = Field("predict", description="the extra level that numbers items "
+                                                     "sharing a code: a target like any code, or left out of "
+                                                     "loss and score (colliding items tie)")
     decode: Literal["exact", "beam"] = Field("exact", description="exact catalogue scoring or code-position beam")
     beam_width: int = Field(100, ge=1)
 
@@ -109,10 +116,20 @@ class AsymRec(Recommender):
             self.code_embedding = nn.Embedding(sum(sizes), o.hidden)
         self.encoder = CausalEncoder.from_options(o)
         if o.targets == "mhq":
-            k_max = max(sizes)
-            self.code_heads = nn.Parameter(torch.randn(len(sizes), k_max, o.hidden) * 0.02)  # one head per position
-            self.code_bias = nn.Parameter(torch.zeros(len(sizes), k_max))
+            k_max, n_codes = max(sizes), len(sizes)
+            if o.head_type == "linear":
+                self.code_heads = nn.Parameter(torch.randn(n_codes, k_max, o.hidden) * 0.02)  # one head per position
+                self.code_bias = nn.Parameter(torch.zeros(n_codes, k_max))
+            else:  # RPG: h_p = s + MLP_p(s); logit = cos(h_p, e_p,k) / temperature
+                self.head_w1 = nn.Parameter(torch.randn(n_codes, o.hidden, o.hidden) * o.hidden ** -0.5)
+                self.head_b1 = nn.Parameter(torch.zeros(n_codes, o.hidden))
+                self.head_w2 = nn.Parameter(torch.zeros(n_codes, o.hidden, o.hidden))  # starts as the identity map
+                if o.inputs != "sid":
+                    self.code_embedding = nn.Embedding(sum(sizes), o.hidden)
             self.register_buffer("code_mask", torch.arange(k_max) >= torch.tensor(sizes)[:, None], persistent=False)
+            dedup = int(sids.info.get("dedup_level_size", 0)) > 0 and o.dedup_code == "ignore"
+            self.register_buffer("code_weights", torch.ones(n_codes).index_fill_(0, torch.tensor([n_codes - 1]), 0.0)
+                                 if dedup else torch.ones(n_codes), persistent=False)
         else:
             self.regression_head = nn.Linear(o.hidden, embeddings.dim)
         self.apply(init_transformer_weights)
@@ -139,8 +156,21 @@ class AsymRec(Recommender):
     # ----- heads -------------------------------------------------------------------------------------
     def code_log_probs(self, states: torch.Tensor) -> torch.Tensor:
         """`[N, P, K_max]` log-probabilities of every code at every position (-inf beyond a position's K)."""
-        logits = torch.einsum("nh,pkh->npk", states, self.code_heads) + self.code_bias
+        if self.options.head_type == "linear":
+            logits = torch.einsum("nh,pkh->npk", states, self.code_heads) + self.code_bias
+        else:
+            inner = F.gelu(torch.einsum("nh,phd->npd", states, self.head_w1) + self.head_b1)
+            query = states[:, None, :] + torch.einsum("npd,pdh->nph", inner, self.head_w2)
+            logits = torch.einsum("nph,pkh->npk", F.normalize(query, dim=-1),
+                                  F.normalize(self.code_table(), dim=-1)) / self.options.temperature
         return torch.log_softmax(logits.masked_fill(self.code_mask, float("-inf")), dim=-1)
+
+    def code_table(self) -> torch.Tensor:
+        """`[P, K_max, hidden]` code embeddings, one row per (position, code); zero rows beyond a position's K."""
+        k_max = self.code_mask.shape[1]
+        index = (self.code_offsets[:, None] + torch.arange(k_max, device=self.code_offsets.device)).clamp(
+            max=self.code_embedding.num_embeddings - 1)
+        return self.code_embedding(index).masked_fill(self.code_mask[..., None], 0.0)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         states = self.hidden_states(batch["inputs"])
@@ -156,7 +186,7 @@ class AsymRec(Recommender):
             return per_item.sum(), valid.sum()
         log_probs = self.code_log_probs(states)  # [N, P, K]
         nll = -log_probs.gather(2, self.item_codes[targets][..., None]).squeeze(2)  # [N, P]
-        return nll.mean(dim=1).sum(), valid.sum()
+        return (nll * self.code_weights).sum(1).div(self.code_weights.sum()).sum(), valid.sum()
 
     # ----- ranking -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -165,8 +195,9 @@ class AsymRec(Recommender):
         states = self.last_states(histories)
         if self.options.targets == "regression":
             return self.regression_head(states) @ self.item_vectors.T
-        log_probs = self.code_log_probs(states).flatten(1)  # [B, P * K]
-        return (self.code_incidence @ log_probs.masked_fill(log_probs.isinf(), 0).T).T
+        log_probs = self.code_log_probs(states)
+        log_probs = (log_probs.masked_fill(log_probs.isinf(), 0) * self.code_weights[:, None]).flatten(1)  # [B, P * K]
+        return (self.code_incidence @ log_probs.T).T
 
     @property
     def code_incidence(self) -> torch.Tensor:
@@ -213,7 +244,7 @@ class AsymRec(Recommender):
         scores = torch.zeros(batch, 1, device=log_probs.device)
         for position, size in enumerate(self.codebook_sizes):
             children = trie.next_nodes(position, nodes.clamp(min=0))  # [B, w, K]; -1 = off the catalogue
-            cand = scores[..., None] + log_probs[:, position, None, :size]
+            cand = scores[..., None] + log_probs[:, position, None, :size] * self.code_weights[position]
             cand = cand.masked_fill(children < 0, float("-inf")).flatten(1)
             scores, flat = cand.topk(min(beam_width, cand.shape[1]), dim=1)
             nodes = children.flatten(1).gather(1, flat)

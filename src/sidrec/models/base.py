@@ -80,15 +80,19 @@ class Recommender(nn.Module):
         return model.eval()
 
 
-def build_model(name: str, options: dict, n_items: int, **context: Any) -> Recommender:
+def model_options(name: str, options: dict, section: str = "model") -> ModelOptions:
+    """Validated options of model `name` (ValueError naming each bad `section.key`)."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    cls = MODELS[name]
+        raise ValueError(f"{section}.name: unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     try:
-        parsed = cls.Options.model_validate(options)
+        return MODELS[name].Options.model_validate(options)
     except ValidationError as exc:
-        problems = "; ".join(f"model.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(problems) from exc
+        raise ValueError("; ".join(f"{section}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
+
+
+def build_model(name: str, options: dict, n_items: int, **context: Any) -> Recommender:
+    parsed = model_options(name, options)
+    cls = MODELS[name]
     missing = [need for need in cls.needs if context.get(need) is None]
     if missing:
         stage = {"sids": "a `tokenize` section", "embeddings": "an `embed` section"}

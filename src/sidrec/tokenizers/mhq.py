@@ -20,7 +20,8 @@ Codebooks: k-means initialisation, EMA updates (decay), dead codewords re-seeded
 `transform` = kumaraswamy | logistic quantizes h(x~ / s) instead of x~ (s: per-dimension scale of
 the initial projection), with the CARD invertible transform from `nonuniform.py`, one set of
 parameters per projected dimension (so per subspace); decode inverts h. Kumaraswamy parameters start
-from their maximum-likelihood fit and are then trained with a consistency loss MSE(h^-1(h(z)), z).
+from their maximum-likelihood fit and keep training on the same likelihood (`fit` loss) beside the
+consistency loss MSE(h^-1(h(z)), z).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 from sidrec.tokenizers.base import Tokenizer, register
 from sidrec.tokenizers.kmeans import sq_distances
 from sidrec.tokenizers.metrics import code_counts, collision_stats, level_stats
-from sidrec.tokenizers.nonuniform import KumaraswamyTransform, build_transform, fit_kumaraswamy
+from sidrec.tokenizers.nonuniform import KumaraswamyTransform, build_transform
 from sidrec.tokenizers.residual import ResidualQuantizer
 
 TRANSFORM_CHOICES = ("none", "kumaraswamy", "logistic")
@@ -62,13 +63,13 @@ class MHQModel(nn.Module):
     """Projection (+ optional transform) and M residual quantizers; `forward` returns codes and losses."""
 
     def __init__(self, input_dim: int, proj_dim: int, n_views: int, n_levels: int, codebook_size: int,
-                 transform: str, beta: float) -> None:
+                 transform: str, beta: float, space: str = "unit") -> None:
         super().__init__()
         self.n_views, self.beta = n_views, beta
         self.projection = nn.Parameter(torch.zeros(proj_dim, input_dim))
         self.register_buffer("mean", torch.zeros(input_dim))
         self.register_buffer("scale", torch.ones(proj_dim))
-        self.transform = None if transform == "none" else build_transform(transform, proj_dim)
+        self.transform = None if transform == "none" else build_transform(transform, proj_dim, space)
         self.views = nn.ModuleList(
             ResidualQuantizer(n_levels, codebook_size, proj_dim // n_views, beta).requires_grad_(False)
             for _ in range(n_views)
@@ -123,6 +124,8 @@ class MHQModel(nn.Module):
         }
         if self.transform is not None:
             losses["consistency"] = F.mse_loss(self.transform.inverse(d), z / self.scale)
+        if isinstance(self.transform, KumaraswamyTransform):
+            losses["fit"] = self.transform.fit_loss(z / self.scale)
         return codes, losses
 
 
@@ -168,7 +171,8 @@ class EMACodebooks:
 @register("mhq")
 class MHQ(Tokenizer):
     """Options: n_views = M, n_levels = L, codebook_size = K, proj_dim = D (None: min(d, 128), rounded down
-    to a multiple of M); loss weights balance_weight / ortho_weight (0 = ablated) and consistency_weight."""
+    to a multiple of M); loss weights balance_weight / ortho_weight (0 = ablated), consistency_weight and fit_weight
+    (the Kumaraswamy likelihood)."""
 
     defaults = {
         **Tokenizer.defaults,
@@ -184,7 +188,9 @@ class MHQ(Tokenizer):
         "balance_weight": 1.0,
         "ortho_weight": 1.0,
         "consistency_weight": 1.0,
+        "fit_weight": 1.0,
         "transform": "none",
+        "transform_space": "unit",
         "kmeans_iters": 25,
         "dead_code_restart": True,
         "device": "cpu",
@@ -219,7 +225,7 @@ class MHQ(Tokenizer):
     def _build_model(self, input_dim: int) -> MHQModel:
         o = self.options
         return MHQModel(input_dim, self.resolved_proj_dim(input_dim), int(o["n_views"]), int(o["n_levels"]),
-                        int(o["codebook_size"]), o["transform"], float(o["beta"]))
+                        int(o["codebook_size"]), o["transform"], float(o["beta"]), o["transform_space"])
 
     @torch.no_grad()
     def _initialise(self, model: MHQModel, x: torch.Tensor) -> None:
@@ -231,7 +237,7 @@ class MHQ(Tokenizer):
         z = model.project(x)
         model.scale.copy_(z.std(0).clamp_min(1e-8))
         if isinstance(model.transform, KumaraswamyTransform):
-            model.transform.set_params(*fit_kumaraswamy(torch.sigmoid(z / model.scale), eps=model.transform.eps))
+            model.transform.fit(z / model.scale, seed=int(self.options["seed"]))
         seed, iters = int(self.options["seed"]), int(self.options["kmeans_iters"])
         for m, (rq, part) in enumerate(zip(model.views, model.split(model.to_quant(z)))):
             rq.kmeans_init(part, niter=iters, seed=seed + 1000 * m)
@@ -246,7 +252,8 @@ class MHQ(Tokenizer):
         ema = EMACodebooks(model, float(o["ema_decay"]))
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(o["lr"]), weight_decay=0.0)
         weights = {"recon": 1.0, "commit": 1.0, "balance": float(o["balance_weight"]),
-                   "ortho": float(o["ortho_weight"]), "consistency": float(o["consistency_weight"])}
+                   "ortho": float(o["ortho_weight"]), "consistency": float(o["consistency_weight"]),
+                   "fit": float(o["fit_weight"])}
         n, bs = len(x), min(int(o["batch_size"]), len(x))
         shape = (int(o["n_views"]), int(o["n_levels"]), int(o["codebook_size"]))
         self.history = []

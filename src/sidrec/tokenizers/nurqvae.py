@@ -1,8 +1,10 @@
 """NU-RQ-VAE (CARD): RQ-VAE whose residual quantizer works on h(z), h a learnable invertible transform.
 
 encoder -> z -> d = h(z) -> residual quantization (Sinkhorn-balanced last level while training) ->
-h^-1 -> decoder. Loss = recon MSE + quantization + consistency MSE(h^-1(h(z)), z); the epoch with the
-lowest collision rate (then loss) is kept.
+h^-1 -> decoder. Loss = recon MSE + quantization + consistency MSE(h^-1(h(z)), z) + (Kumaraswamy)
+`fit`, the negative log-likelihood of the standardised latents under K, which trains only a and b
+so that K tracks the latent marginal as the encoder moves; the epoch with the lowest collision rate
+(then loss) is kept.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import torch
 from torch.nn import functional as F
 
 from sidrec.tokenizers.base import register
-from sidrec.tokenizers.nonuniform import build_transform
+from sidrec.tokenizers.nonuniform import KumaraswamyTransform, build_transform
 from sidrec.tokenizers.rqvae import RQVAE, RQVAEModel
 
 
 class NURQVAEModel(RQVAEModel):
-    def __init__(self, *args: Any, transform: str = "kumaraswamy") -> None:
+    def __init__(self, *args: Any, transform: str = "kumaraswamy", space: str = "unit") -> None:
         super().__init__(*args)
-        self.transform = build_transform(transform, self.quantizer.codebooks.shape[-1])
+        self.transform = build_transform(transform, self.quantizer.codebooks.shape[-1], space)
 
     def to_quant(self, z: torch.Tensor) -> torch.Tensor:
         return self.transform(z)
@@ -29,7 +31,10 @@ class NURQVAEModel(RQVAEModel):
         return self.transform.inverse(d)
 
     def aux_losses(self, z: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"consistency": F.mse_loss(self.transform.inverse(d), z)}
+        losses = {"consistency": F.mse_loss(self.transform.inverse(d), z)}
+        if isinstance(self.transform, KumaraswamyTransform):  # keep K fitted to the moving latents
+            losses["fit"] = self.transform.fit_loss(z)
+        return losses
 
 
 @register("nurqvae")
@@ -40,6 +45,7 @@ class NURQVAE(RQVAE):
         **RQVAE.defaults,
         "n_levels": 4,
         "transform": "kumaraswamy",
+        "space": "unit",  # kumaraswamy: quantize K(u) in (0, 1) (CARD) or its logit (never saturates)
         "sinkhorn_last": True,
         "select": "collisions",
     }
@@ -48,7 +54,7 @@ class NURQVAE(RQVAE):
         o = self.options
         return NURQVAEModel(
             input_dim, list(o["hidden_dims"]), o["latent_dim"], o["n_levels"], o["codebook_size"], o["beta"],
-            transform=o["transform"],
+            transform=o["transform"], space=o["space"],
         )
 
     def latents(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,6 @@ invertible transform around the quantizer; the training loop (`RQVAE._fit`) is s
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from typing import Any
 
@@ -15,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from sidrec.numerics import flushing_subnormals
 from sidrec.tokenizers.base import Tokenizer, register
 from sidrec.tokenizers.kmeans import sq_distances
 from sidrec.tokenizers.residual import ResidualQuantizer
@@ -65,19 +65,7 @@ class RQVAEModel(nn.Module):
         return codes, {"recon": F.mse_loss(x_hat, x), "quant": q_loss, **self.aux_losses(z, d)}
 
 
-LOSS_TERMS = ("recon", "quant", "consistency")  # consistency: NU-RQ-VAE only
-
-
-@contextlib.contextmanager
-def _flush_denormals():
-    """Training on unit-norm text embeddings drives Adam's second moments into denormal floats, which
-    make CPU steps ~2x slower; flush them to zero while fitting (restored afterwards)."""
-    changed = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if changed:
-            torch.set_flush_denormal(False)
+LOSS_TERMS = ("recon", "quant", "consistency", "fit")  # consistency, fit: NU-RQ-VAE only
 
 
 def _collision_rate(codes: torch.Tensor) -> float:
@@ -139,7 +127,7 @@ class RQVAE(Tokenizer):
             return torch.cat([fn(part.to(device)).cpu() for part in x.split(chunk)])
 
     def _fit(self, x: torch.Tensor) -> None:
-        with _flush_denormals():
+        with flushing_subnormals():  # Adam's second moments on unit-norm embeddings underflow (~2x slower steps)
             self._train(x)
 
     def _train(self, x: torch.Tensor) -> None:

@@ -1,0 +1,42 @@
+"""benchmarks/reproduce.py: rows, curves and tables are computed from runs, never typed in."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(model, seed, ndcg, best=2):
+    test = {k: ndcg for k in ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
+                              "recall@10_head", "recall@10_tail", "coverage@10")}
+    return {"data": "amazon-beauty", "model": model, "seed": seed, "test": test, "valid": test, "epochs": 3,
+            "best_epoch": best, "stopped": "early stopping", "train_seconds": 30.0, "seconds_per_epoch": 9.0,
+            "seconds_to_best": 20.0, "select_users": None, "curve": [(1, 10.0, .01), (2, 20.0, ndcg)],
+            "run_dir": "runs/x", "date": "2026-12-01", "cpu": "test CPU", "commit": "abc", "threads": 2}
+
+
+def test_curve_accumulates_training_and_validation_seconds(reproduce):
+    history = [{"epoch": 1, "seconds": 10.0, "valid": {"ndcg@10": .01, "seconds": 2.0}},
+               {"epoch": 2, "seconds": 11.0},
+               {"epoch": 3, "seconds": 9.0, "valid": {"ndcg@10": .03, "seconds": 3.0}}]
+    assert reproduce.curve(history) == [(1, 12.0, .01), (3, 35.0, .03)]
+
+
+def test_tables_give_mean_and_std_over_seeds_and_name_every_seed(reproduce, tmp_path):
+    rows = [_row("sasrec", 42, .04), _row("sasrec", 43, .06), _row("tiger", 42, .03)]
+    table = reproduce.headline(rows)
+    assert "| amazon-beauty | sasrec | 42,43 | 0.0500 ± 0.0141 |" in table
+    assert "| amazon-beauty | tiger | 42 | 0.0300 |" in table
+    reproduce.render(rows, tmp_path / "reproduce")
+    text = (tmp_path / "reproduce.md").read_text()
+    assert "0.0500 ± 0.0141" in text and "test CPU" in text and (tmp_path / "reproduce-amazon-beauty.png").stat().st_size > 1000
