@@ -10,7 +10,8 @@ NDCG@10. Rows are appended to benchmarks/results/reproduce.json one run at a tim
 grows over several sessions: a finished row is never rerun, an interrupted run continues from its
 checkpoint (`--resume` semantics of the pipeline). Writes reproduce.md and one PNG per dataset
 (validation NDCG@10 against wall-clock seconds of training + validation), and the README's
-converged table (between its `reproduce-table` markers).
+converged table (between its `reproduce-table` markers). `reproduce-reading.md`, if present, is
+appended to the table as its "Reading" (what was investigated; the figures stay in the table).
 """
 
 from __future__ import annotations
@@ -128,6 +129,9 @@ def render(rows: list[dict], out: Path) -> None:
                   for r in group]
         lines += ["", "</details>", "", f"![validation NDCG@10 vs seconds, {data}](reproduce-{data}.png)", ""]
         plot(group, out.parent / f"reproduce-{data}.png", data)
+    reading = out.parent / f"{out.name}-reading.md"  # what was investigated, written by a person; numbers live above
+    if reading.exists():
+        lines += ["## Reading", "", reading.read_text().strip(), ""]
     with atomic_path(out.with_suffix(".md")) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     if out == RESULTS:
