@@ -42,11 +42,14 @@ PAIRS = [  # (label, tokenizer without h, tokenizer with h, shared options, opti
 ]
 
 
-def synthetic(name: str, n: int = 12000, d: int = 64, seed: int = 0) -> torch.Tensor:
+def synthetic(name: str, n: int = 12000, d: int = SYNTHETIC_DIM, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     if name == "log-normal":
         return torch.exp(torch.randn(n, d, generator=g) * 1.0)
     return torch.rand(n, d, generator=g).pow(-1 / 1.5) - 1  # power law (Pareto, alpha 1.5)
+
+
+SYNTHETIC_DIM = 64  # MHQ projects to at most this many dimensions on the synthetic sets
 
 
 def embeddings(data: str) -> torch.Tensor:
@@ -126,6 +129,8 @@ def main() -> None:
         for index in args.pairs:
             label, plain, nu, shared, extra = PAIRS[index]
             shared = {**shared, "seed": args.seed}
+            if "proj_dim" in shared:
+                shared["proj_dim"] = min(shared["proj_dim"], x.shape[1])
             row = {"data": data, "pair": label, "plain": measure(plain, shared, x), "nu": measure(nu, {**shared, **extra}, x)}
             results.append(row)
             print(data, label, "collisions", row["plain"]["collision_rate"], "->", row["nu"]["collision_rate"], flush=True)
