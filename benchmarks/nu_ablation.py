@@ -32,6 +32,7 @@ from sidrec.tokenizers.nonuniform import KumaraswamyTransform
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "nu_ablation"
+SYNTHETIC_DIM = 64  # MHQ projects to at most this many dimensions on the synthetic sets
 RQ = {"n_levels": 4, "codebook_size": 256, "sinkhorn_last": True, "select": "collisions", "progress": False}
 PAIRS = [  # (label, tokenizer without h, tokenizer with h, shared options, options of the h side only)
     ("RQ-VAE vs NU-RQ-VAE", "rqvae", "nurqvae", RQ, {}),
@@ -47,9 +48,6 @@ def synthetic(name: str, n: int = 12000, d: int = SYNTHETIC_DIM, seed: int = 0) 
     if name == "log-normal":
         return torch.exp(torch.randn(n, d, generator=g) * 1.0)
     return torch.rand(n, d, generator=g).pow(-1 / 1.5) - 1  # power law (Pareto, alpha 1.5)
-
-
-SYNTHETIC_DIM = 64  # MHQ projects to at most this many dimensions on the synthetic sets
 
 
 def embeddings(data: str) -> torch.Tensor:
