@@ -88,9 +88,14 @@ def relative_position_buckets(rel: torch.Tensor, bidirectional: bool, n_buckets:
     return offset + torch.where(dist < n_exact, dist, far)
 
 
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool keep-mask -> additive mask of the same shape (0 keep, dtype min drop, as HF does)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
 def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Bool key mask `[B, S]` -> additive `[B, 1, 1, S]` (0 keep, dtype min drop, as HF does)."""
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)[:, None, None, :]
+    """Bool key mask `[B, S]` -> additive `[B, 1, 1, S]`."""
+    return _additive(mask, dtype)[:, None, None, :]
 
 
 class _Attention(nn.Module):
@@ -399,8 +404,7 @@ class TIGER(Recommender):
         target = torch.arange(w, device=input_ids.device)[:, None]
         reads = (item[None, :] <= target) & (item[None, :] > target - self.config.max_history)  # [w, S]
         reads = (reads[None] & attention_mask[:, None, :]).repeat_interleave(T, dim=1)  # [B, w * T, S]
-        mem_mask = torch.zeros(reads.shape, dtype=mem_kv[0][0].dtype, device=reads.device).masked_fill(
-            ~reads, torch.finfo(mem_kv[0][0].dtype).min)[:, None]
+        mem_mask = _additive(reads, mem_kv[0][0].dtype)[:, None]
         inputs = torch.cat([torch.full_like(labels[..., :1], PAD), labels[..., :-1]], -1).clamp(min=PAD)
         x = dropout(self.embed(inputs), self.config.dropout, self.training)
         bias = self._decoder_bias(T, x.device)

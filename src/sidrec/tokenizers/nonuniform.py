@@ -77,11 +77,12 @@ class RunningStandardiser(nn.Module):
     def update(self, z: torch.Tensor) -> None:
         z = z.detach().to(self.mean)
         mean, std = z.mean(0), z.std(0).clamp_min(1e-8) if len(z) > 1 else self.std
-        rate = 1.0 if not bool(self.initialised) else self.momentum
+        first = not bool(self.initialised)
+        rate = 1.0 if first else self.momentum
         self.mean.lerp_(mean, rate)
         self.std.lerp_(std, rate)
         s = (z - self.mean) / self.std
-        lo, hi = (s.amin(0), s.amax(0)) if rate == 1.0 else (torch.minimum(self.lo, s.amin(0)), torch.maximum(self.hi, s.amax(0)))
+        lo, hi = (s.amin(0), s.amax(0)) if first else (torch.minimum(self.lo, s.amin(0)), torch.maximum(self.hi, s.amax(0)))
         self.lo.copy_(lo)
         self.hi.copy_(hi)
         self.initialised.fill_(True)
