@@ -82,6 +82,14 @@ def test_found_reader_bugs_now_raise_data_format_errors(tmp_path, reader, name, 
         READERS[reader][1](tmp_path)
 
 
+def test_lcrec_item_file_that_is_not_an_object_names_the_file(tmp_path):
+    """Found in CI: a valid `{}` interactions file with a `null` item file escaped as AttributeError."""
+    write(tmp_path, "x.inter.json", "{}\n")
+    write(tmp_path, "x.item.json", "null\n")
+    with pytest.raises(DataFormatError, match=r"x\.item\.json: expected a JSON object mapping item ids"):
+        READERS["lcrec"][1](tmp_path)
+
+
 @SETTINGS
 @given(text=lines)
 def test_malformed_dataset_never_leaves_a_broken_cache(text):

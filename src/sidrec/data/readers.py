@@ -213,20 +213,21 @@ def read_p5(sequence_path: str | Path, items_path: str | Path | None = None) -> 
 # --- LC-Rec json --------------------------------------------------------------------------------
 
 
-def _load_json(path: Path):
+def _load_json_object(path: Path, expected: str) -> dict:
     try:
         with _open_text(_require(path)) as fh:
-            return json.load(fh)
+            value = json.load(fh)
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from exc
+    if not isinstance(value, dict):
+        raise DataFormatError(f"{path}: expected a JSON object mapping {expected}, got {type(value).__name__}")
+    return value
 
 
 def read_lcrec(inter_path: str | Path, item_path: str | Path | None = None) -> RawData:
     """LC-Rec `<Name>.inter.json` ({user: [items...]}) and `<Name>.item.json` ({item: {title, ...}})."""
     inter_path = Path(inter_path)
-    sequences = _load_json(inter_path)
-    if not isinstance(sequences, dict):
-        raise DataFormatError(f"{inter_path}: expected a JSON object mapping user ids to item lists")
+    sequences = _load_json_object(inter_path, "user ids to item lists")
     users, items = [], []
     for user, sequence in sequences.items():
         if not isinstance(sequence, list):
@@ -236,7 +237,7 @@ def read_lcrec(inter_path: str | Path, item_path: str | Path | None = None) -> R
     records = []
     if item_path is not None:
         item_path = Path(item_path)
-        for item_id, fields in _load_json(item_path).items():
+        for item_id, fields in _load_json_object(item_path, "item ids to text fields").items():
             if not isinstance(fields, dict):
                 raise DataFormatError(f"{item_path}: item {item_id!r}: expected an object of text fields")
             records.append({"item_id": item_id, **{k: _join(fields.get(k)) for k in TEXT_FIELDS if k in fields}})
