@@ -54,6 +54,9 @@ class TrainConfig(Section):
                                                "(fast on CPUs with AMX/AVX512-BF16; evaluation stays fp32)")
     device: str = "cpu"
     progress: bool = True
+    log_dir: str | None = Field(None, description="write TensorBoard scalars to this folder (null = off): loss and "
+                                "learning rate per step, validation metrics and samples/s per epoch, all by global "
+                                "step so a resume continues the curves; needs pip install 'sidrec[tensorboard]'")
 
 
 class EvalConfig(Section):

@@ -48,6 +48,7 @@ from sidrec.tokenizers import SemanticIDs, build_tokenizer
 from sidrec.tokenizers.api import SIDS_FILE, tokenize
 from sidrec.tokenizers.collisions import RESOLUTIONS
 from sidrec.training import Trainer
+from sidrec.training.tensorboard_log import summary_writer_class
 from sidrec.training.distributed import rank_and_world
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def fit_model(model: Recommender, dataset: Dataset, train_config, eval_config, o
 def collaborative_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
     """Train the collaborative model on the training split; keep its item embeddings."""
     section = config.collaborative
-    key = fingerprint("collaborative", art.fingerprint, section.model_dump(mode="json"))
+    key = fingerprint("collaborative", art.fingerprint, section.model_dump(mode="json", exclude={"train": {"log_dir"}}))
 
     def build(folder: Path) -> None:
         torch.manual_seed(section.train.seed)
@@ -207,6 +208,8 @@ def validate(config: RunConfig) -> None:
         checks.append(("tokenize", lambda: build_tokenizer(config.tokenize.name, **options)))
         if resolution not in RESOLUTIONS:
             raise ConfigError(f"tokenize.resolution: {resolution!r} is not one of {list(RESOLUTIONS)}")
+    if config.train.log_dir or (config.collaborative is not None and config.collaborative.train.log_dir):
+        checks.append(("train.log_dir", summary_writer_class))  # before the slow stages, not when training starts
     for section, check in checks:
         try:
             check()

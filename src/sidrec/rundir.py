@@ -16,7 +16,7 @@ import yaml
 
 LOCK = ".lock"  # a dot-file: never part of the manifest
 # Keys that change how a run is shown, not what it computes: a resume may change them.
-PRESENTATION_KEYS = {"train.progress", "train.num_threads"}
+PRESENTATION_KEYS = {"train.progress", "train.num_threads", "train.log_dir", "collaborative.train.log_dir"}
 
 
 class RunDirError(RuntimeError):

@@ -1,5 +1,5 @@
 """One training loop for every trainable model: AdamW, warm-up + schedule, clipping, early stopping,
-atomic checkpoints with exact resume, and data parallelism under `torchrun`.
+atomic checkpoints with exact resume, data parallelism under `torchrun`, and optional TensorBoard scalars.
 
 Models expose `loss(batch) -> (loss_sum, count)`. Each process takes its share of every global
 batch; the loss is divided by the *global* count and gradients are summed across processes, so N
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from sidrec.config import TrainConfig
 from sidrec.io import ArtifactError, load_tensors, load_tensors_and_metadata, save_tensors
 from sidrec.training import distributed as dist
+from sidrec.training.tensorboard_log import TensorBoardLog, summary_writer_class
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir else None
         self.select_metric = select_metric
+        if config.log_dir:
+            summary_writer_class()  # every rank fails here, before training, if TensorBoard is missing
         self.rank, self.world = dist.rank_and_world()
         decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
@@ -161,6 +164,29 @@ class Trainer:
         elif self.checkpoint_dir is not None and (self.checkpoint_dir / "best.safetensors").exists():
             self._best_weights = load_tensors(self.checkpoint_dir / "best.safetensors")
         start = time.perf_counter() - self.state["train_seconds"]
+        with TensorBoardLog(config.log_dir if self.rank == 0 else None, self.state["global_step"] + 1) as board:
+            self._epochs(make_batches, validate, start, board)
+        if self._best_weights is not None:
+            self.model.load_state_dict(self._best_weights)
+        self.model.eval()
+        seconds = self.state["train_seconds"]
+        full = [r["seconds"] for r in self.state["history"] if r.get("complete", True)]
+        return {"epochs": self.state["epoch"], "seconds_per_epoch": round(sum(full) / len(full), 2) if full else None,
+                "best_epoch": self.state["best_epoch"],
+                f"best_valid_{self.select_metric}": self.state["best"], "stopped": self.state["stopped"],
+                "train_seconds": round(seconds, 3), "samples_per_second": round(self.state["samples"] / max(seconds, 1e-9), 1),
+                "history": self.state["history"]}
+
+    def _epochs(self, make_batches: MakeBatches, validate: Validate | None, start: float,
+                board: TensorBoardLog) -> None:
+        """The epochs still to run; `fit` wraps them so the TensorBoard writer closes even on an exception."""
+        config = self.config
+
+        def checkpoint() -> None:
+            self.state["train_seconds"] = time.perf_counter() - start
+            self.save_checkpoint()
+            board.flush()  # the curves on disk reach at least as far as the step a resume restarts from
+
         while self.state["epoch"] < config.epochs and not self.state["stopped"]:
             epoch = self.state["epoch"]
             generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
@@ -169,25 +195,25 @@ class Trainer:
             self.model.train()
             bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                        disable=not config.progress or self.rank != 0, initial=self.state["step_in_epoch"])
-            losses = []
+            losses, samples_before = [], self.state["samples"]
             epoch_start = time.perf_counter()
             for index, batch in enumerate(batches):
                 if index < self.state["step_in_epoch"]:
                     continue  # already done before the resume point
                 losses.append(self._step(batch, total_steps))
+                board.step(self.state["global_step"], losses[-1], self.optimizer.param_groups[0]["lr"])
                 self.state["step_in_epoch"] = index + 1
                 self.state["samples"] += len(next(iter(batch.values())))
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 if config.checkpoint_every and self.state["global_step"] % config.checkpoint_every == 0:
-                    self.state["train_seconds"] = time.perf_counter() - start
-                    self.save_checkpoint()
+                    checkpoint()
                 if config.max_seconds and self._out_of_time(start):
                     self.state["stopped"] = f"time budget {config.max_seconds}s (in epoch {epoch + 1})"
                     break
             bar.close()
-            record = {"epoch": epoch + 1, "loss": sum(losses) / max(len(losses), 1),
-                      "seconds": round(time.perf_counter() - epoch_start, 3),
+            seconds = time.perf_counter() - epoch_start
+            record = {"epoch": epoch + 1, "loss": sum(losses) / max(len(losses), 1), "seconds": round(seconds, 3),
                       "complete": len(losses) == len(batches)}  # not cut by the budget, not resumed midway
             self.state["epoch"] = epoch + 1
             self.state["step_in_epoch"] = 0
@@ -204,18 +230,9 @@ class Trainer:
                     if self.state["bad_epochs"] >= config.patience and not self.state["stopped"]:
                         self.state["stopped"] = "early stopping"
             self.state["history"].append(record)
+            throughput = (self.state["samples"] - samples_before) / max(seconds, 1e-9)
+            board.epoch(self.state["global_step"], record["loss"], throughput, record.get("valid"))
             if self.rank == 0:
                 log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "valid"} |
                          ({self.select_metric: record["valid"][self.select_metric]} if "valid" in record else {}))
-            self.state["train_seconds"] = time.perf_counter() - start
-            self.save_checkpoint()
-        if self._best_weights is not None:
-            self.model.load_state_dict(self._best_weights)
-        self.model.eval()
-        seconds = self.state["train_seconds"]
-        full = [r["seconds"] for r in self.state["history"] if r.get("complete", True)]
-        return {"epochs": self.state["epoch"], "seconds_per_epoch": round(sum(full) / len(full), 2) if full else None,
-                "best_epoch": self.state["best_epoch"],
-                f"best_valid_{self.select_metric}": self.state["best"], "stopped": self.state["stopped"],
-                "train_seconds": round(seconds, 3), "samples_per_second": round(self.state["samples"] / max(seconds, 1e-9), 1),
-                "history": self.state["history"]}
+            checkpoint()
