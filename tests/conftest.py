@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sidrec.data import build_dataset
+from browser import browser_page, chromium_browser  # noqa: F401  (the browser fixtures, for every test)
 from synthetic import cyclic_raw
 
 torch.set_num_threads(1)

@@ -1,6 +1,8 @@
 """HTTP recommendation service over a trained run directory (FastAPI + uvicorn).
 
+    GET  /                       a self-contained HTML page over the JSON endpoints below
     GET  /health                 liveness, model, catalogue size, batching statistics
+    GET  /items?q=..&limit=..    items whose id starts with / title contains `q` (autocomplete)
     GET  /items/{item_id}        one item's metadata (and semantic ID when the model has them)
     POST /recommend              {"history": [item ids]} or {"user_id": ..}, "k", "exclude_history"
     POST /recommend/batch        {"requests": [...]}: several recommendations in one round trip
@@ -11,25 +13,30 @@ configured limits, so the OpenAPI schema at /openapi.json states them and violat
 that names the field.
 """
 
+import base64
+import hashlib
 import math
+import re
 from contextlib import asynccontextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from sidrec.serving.batching import MicroBatcher, QueueFull
-from sidrec.serving.catalogue import ServedRun, open_run
+from sidrec.serving.catalogue import Catalogue, ServedRun, open_run
 from sidrec.evaluation.protocol import rank_items
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+MAX_SEARCH = 50  # cap on `GET /items?limit=`: an autocomplete never needs more
 
 
 class Recommendation(BaseModel):
@@ -49,6 +56,15 @@ class ItemInfo(BaseModel):
     title: str | None
     fields: dict[str, str]
     semantic_id: list[int] | None = None
+
+
+class ItemMatch(BaseModel):
+    item_id: str
+    title: str | None
+
+
+class ItemMatches(BaseModel):
+    items: list[ItemMatch] = Field(description="exact id first, then id prefix, title prefix, title substring")
 
 
 class Health(BaseModel):
@@ -98,6 +114,41 @@ def _json_safe(value):
 
 async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def load_page() -> tuple[str, dict[str, str]]:
+    """The packaged page and a Content-Security-Policy that allows only its own inline code and this origin.
+
+    The browser then enforces what the page promises: no CDN, no third-party request, no injected script.
+    """
+    html = resources.files(__package__).joinpath("page.html").read_text("utf-8")
+    sources = {tag: " ".join(map(_csp_hash, re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.S)))
+               for tag in ("script", "style")}
+    policy = (f"default-src 'none'; script-src {sources['script']}; style-src {sources['style']}; "
+              "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return html, {"content-security-policy": policy}
+
+
+class ItemSearch:
+    """Case-insensitive item lookup by id or title for the page's autocomplete (lower-cased once, at start-up)."""
+
+    def __init__(self, catalogue: Catalogue):
+        self.catalogue = catalogue
+        self.ids = pd.Series(catalogue.item_ids, dtype=object).str.casefold()
+        self.titles = pd.Series(catalogue.titles, dtype=object).fillna("").astype(str).str.casefold()
+
+    def __call__(self, query: str, limit: int) -> list[ItemMatch]:
+        q = query.casefold()
+        tiers = [self.ids == q, self.ids.str.startswith(q), self.titles.str.startswith(q),
+                 self.titles.str.contains(q, regex=False)]
+        tier = np.select(tiers, range(len(tiers)), len(tiers))
+        hits = np.flatnonzero(tier < len(tiers))
+        best = hits[np.argsort(tier[hits], kind="stable")[:limit]]
+        return [ItemMatch(item_id=self.catalogue.item_ids[i], title=self.catalogue.titles[i]) for i in best]
 
 
 class RecommendService:
@@ -162,8 +213,11 @@ def create_app(run_dir: str | Path, *, max_history: int = 200, max_k: int = 100,
                            max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue)
     service = RecommendService(served, batcher, unknown_items)
     RecommendRequest, BatchRequest = request_models(max_history, max_k, max_batch)
+    search = ItemSearch(served.catalogue)
+    page, page_headers = load_page()
     limits = {"max_history": max_history, "max_k": max_k, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
-              "max_queue": max_queue, "unknown_items": unknown_items, "model_history": service.max_len}
+              "max_queue": max_queue, "unknown_items": unknown_items, "model_history": service.max_len,
+              "max_search": MAX_SEARCH}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -175,10 +229,19 @@ def create_app(run_dir: str | Path, *, max_history: int = 200, max_k: int = 100,
                   lifespan=lifespan, exception_handlers={RequestValidationError: _invalid_request})
     app.state.service = service
 
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers=page_headers)
+
     @app.get("/health", response_model=Health)
     async def health() -> Health:
         return Health(model=model.name, items=len(served.catalogue), users=served.dataset.n_users,
                       queue=batcher.depth, limits=limits, batching=batcher.stats.as_dict())
+
+    @app.get("/items", response_model=ItemMatches)
+    def find_items(q: Annotated[str, Query(min_length=1, max_length=256, description="id or title text")],
+                         limit: Annotated[int, Query(ge=1, le=MAX_SEARCH)] = 10) -> ItemMatches:
+        return ItemMatches(items=search(q, limit))  # sync: a large catalogue's scan runs off the event loop
 
     @app.get("/items/{item_id}", response_model=ItemInfo)
     async def item(item_id: str) -> ItemInfo:
