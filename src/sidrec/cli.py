@@ -256,10 +256,24 @@ def run(config: str = typer.Argument(..., help="preset name or YAML file"),
 
 
 @app.command()
-def report(run_dirs: list[Path] = typer.Argument(..., help="run directories"),
-           split: str = typer.Option("test", help="valid or test")) -> None:
-    """One markdown table from several runs' metrics.json."""
-    print(results_table([pipeline.read_metrics(d) for d in run_dirs], split))
+def report(run_dirs: Optional[list[Path]] = typer.Argument(None, help="run directories"),
+           split: str = typer.Option("test", help="valid or test (markdown table)"),
+           html: Optional[Path] = typer.Option(None, "--html", help="write a static HTML site to this folder"),
+           results: Optional[Path] = typer.Option(None, "--results", help="also render a benchmark results file "
+                                                  "(benchmarks/results/reproduce.json) as a comparison page"),
+           users: int = typer.Option(20, "--users", min=0, help="HTML: test users in the user inspector (0 = none)"),
+           gallery: int = typer.Option(12, "--gallery", min=0, help="HTML: CARD units in the gallery (0 = none)")) -> None:
+    """A markdown table of the runs' metrics, or with --html a self-contained site: run pages,
+    semantic-ID explorer, user inspector, CARD gallery and comparison (opens from file://)."""
+    if html is None:
+        if results is not None or not run_dirs:
+            raise typer.BadParameter("give run directories; --results needs --html")
+        print(results_table([pipeline.read_metrics(d) for d in run_dirs], split))
+        return
+    from sidrec.reporting import build_site
+
+    pages = build_site(run_dirs or [], html, results=results, users=users, gallery=gallery)
+    console.print(f"wrote {len(pages)} pages: open {pages[0]}")
 
 
 @app.command()

@@ -199,6 +199,16 @@ class AsymRec(Recommender):
         log_probs = (log_probs.masked_fill(log_probs.isinf(), 0) * self.code_weights[:, None]).flatten(1)  # [B, P * K]
         return (self.code_incidence @ log_probs.T).T
 
+    @torch.no_grad()
+    def item_code_log_probs(self, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """`[B, k, P]` log-probability of each of each item's codes given the history (the heads are
+        independent, so an item's exact score is their weighted sum; the report's user inspector)."""
+        if self.options.targets != "mhq":
+            raise ValueError("code log-probabilities need discrete targets (model.targets='mhq')")
+        log_probs = self.code_log_probs(self.last_states(histories))  # [B, P, K]
+        codes = self.item_codes[items.clamp(min=0)]  # [B, k, P]
+        return log_probs[:, None].expand(-1, items.shape[1], -1, -1).gather(3, codes[..., None])[..., 0]
+
     @property
     def code_incidence(self) -> torch.Tensor:
         """Sparse `[n_items, P * K_max]` 0/1 matrix, row i = item i's code at every position (built once).

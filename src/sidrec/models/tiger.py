@@ -460,6 +460,24 @@ class TIGER(Recommender):
             self.train(was_training)
         return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
+    @torch.no_grad()
+    def item_code_log_probs(self, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """`[B, k, n_levels + 1]` log-probability of each token of each item's SID (then eos), teacher-forced:
+        how the beam's prefixes scored, level by level (the report's user inspector)."""
+        was_training = self.training
+        self.eval()
+        try:
+            input_ids, mask = self.encoder_inputs(histories)
+            B, k = items.shape
+            eos = torch.full((B, k, 1), EOS, dtype=torch.long, device=input_ids.device)
+            targets = torch.cat([self.item_tokens[items.clamp(min=0)], eos], -1)  # [B, k, T]
+            decoder_inputs = torch.cat([torch.full_like(targets[..., :1], PAD), targets[..., :-1]], -1)
+            logits = self(input_ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0), decoder_inputs.flatten(0, 1))
+            log_probs = torch.log_softmax(logits.float(), -1).gather(2, targets.flatten(0, 1)[..., None])[..., 0]
+        finally:
+            self.train(was_training)
+        return log_probs.view(B, k, -1)
+
     # ----- Hugging Face export ------------------------------------------------------------
     def to_hf(self):
         """The same network as `transformers.T5ForConditionalGeneration` (weights copied)."""
