@@ -106,13 +106,13 @@ def _axes(frame: _Frame, x_ticks, y_ticks, x_label: str, y_label: str, x_names: 
     return out
 
 
-def _legend(names: Sequence[str], colours: Sequence[str], dashed: Sequence[bool] = ()) -> list[str]:
-    out, x = [], WIDTH - MARGIN["right"] + 12
+def _legend(names: Sequence[str], colours: Sequence[str], dashed: Sequence[bool] = (), offset: float = 12) -> list[str]:
+    out, x = [], WIDTH - MARGIN["right"] + offset
     for i, (name, colour) in enumerate(zip(names, colours)):
         y = MARGIN["top"] + 6 + 18 * i
         dash = ' stroke-dasharray="5 3"' if i < len(dashed) and dashed[i] else ""
         out.append(f'<line x1="{x}" y1="{y}" x2="{x + 18}" y2="{y}" stroke="{colour}" stroke-width="3"{dash}/>'
-                   f'<text x="{x + 24}" y="{y + 4}" class="legend">{escape(name[:26])}</text>')
+                   f'<text x="{x + 24}" y="{y + 4}" class="legend">{escape(name[:26] if offset < 60 else name[:19])}</text>')
     return out
 
 
@@ -156,7 +156,8 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
         if s.markers and len(points) <= 60:
             body.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{colour}"><title>{escape(s.name)}: '
                         f'{_fmt(x)} → {_fmt(y)}</title></circle>' for px, py, x, y in points)
-    body.extend(_legend([s.name for s in series], colours, [s.dashed for s in series]))
+    offset = 60 if True in frames and False in frames else 12  # clear of the right axis' tick labels
+    body.extend(_legend([s.name for s in series], colours, [s.dashed for s in series], offset))
     return _svg(body, title)
 
 
