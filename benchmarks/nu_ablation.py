@@ -5,8 +5,9 @@
 Pairs (same options, same seed, same Sinkhorn and epoch selection; the only difference is h):
 `rqvae` (+ Sinkhorn last level, epoch chosen by collisions, 4 x 256: NU-RQ-VAE's own settings) vs
 `nurqvae`; `rkmeans` vs `nu-rkmeans`; `opq` vs `nu-opq`; `mhq` with `transform: none` vs
-`kumaraswamy`. The item embeddings are the text embeddings of the `tiger` preset, built by the
-pipeline's own embed stage (shared cache). For each fit: utilisation, perplexity and Gini of every
+`kumaraswamy`. The item embeddings are the text embeddings of the `tiger` preset (`--data
+amazon-beauty`) or CARD's unit images (`--data card:ml-100k`), built by the pipeline's own embed
+stage (shared cache). Both sides of the RQ-VAE pair standardise their inputs (NU-RQ-VAE's default). For each fit: utilisation, perplexity and Gini of every
 level, collision rate before any resolution, reconstruction MSE, and, for the transforms, the
 statistics of what they act on (latent std per dimension, the fitted a and b). Also two synthetic
 skewed sets (log-normal, power-law). Writes benchmarks/results/nu_ablation.{md,json}.
@@ -33,7 +34,8 @@ from sidrec.tokenizers.nonuniform import KumaraswamyTransform
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "nu_ablation"
 SYNTHETIC_DIM = 64  # MHQ projects to at most this many dimensions on the synthetic sets
-RQ = {"n_levels": 4, "codebook_size": 256, "sinkhorn_last": True, "select": "collisions", "progress": False}
+RQ = {"n_levels": 4, "codebook_size": 256, "sinkhorn_last": True, "select": "collisions", "standardize_input": True,
+      "progress": False}
 PAIRS = [  # (label, tokenizer without h, tokenizer with h, shared options, options of the h side only)
     ("RQ-VAE vs NU-RQ-VAE", "rqvae", "nurqvae", RQ, {}),
     ("RK-means vs NU-RK-means", "rkmeans", "nu-rkmeans", {"n_levels": 3, "codebook_size": 256}, {}),
@@ -51,8 +53,11 @@ def synthetic(name: str, n: int = 12000, d: int = SYNTHETIC_DIM, seed: int = 0) 
 
 
 def embeddings(data: str) -> torch.Tensor:
-    config = load_config(resolve_preset("tiger"), [f"data.name={data}"])
-    return pipeline.build_artifacts(config, ROOT / "runs" / "nu_ablation" / data, until="embed").embeddings.vectors
+    """`amazon-beauty`: the `tiger` preset's text embeddings; `card:ml-100k`: the `card` preset's unit images."""
+    preset, _, name = data.rpartition(":")
+    config = load_config(resolve_preset(preset or "tiger"), [f"data.name={name}"])
+    return pipeline.build_artifacts(config, ROOT / "runs" / "nu_ablation" / data.replace(":", "-"),
+                                    until="embed").embeddings.vectors
 
 
 def transform_of(tok) -> KumaraswamyTransform | None:

@@ -154,9 +154,12 @@ def embed_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
 def tokenize_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
     if art.embeddings is None:
         raise ValueError("a `tokenize` section needs an `embed` section to tokenize")
-    key = fingerprint("tokenize", art.fingerprint, config.tokenize.model_dump(mode="json"))
     options = config.tokenize.options()
     resolution = options.pop("resolution", "dedup")
+    # Keyed by the tokenizer's resolved options, defaults included: a changed default (NU-RQ-VAE's input
+    # standardisation) is a different tokenizer, never served from a stage cached before the change.
+    resolved = build_tokenizer(config.tokenize.name, **options).options
+    key = fingerprint("tokenize", art.fingerprint, config.tokenize.name, resolution, resolved)
 
     def build(folder: Path) -> None:
         tokenize(art.embeddings, config.tokenize.name, resolution=resolution, options=options, out_dir=folder)

@@ -165,6 +165,12 @@ class KumaraswamyTransform(nn.Module):
         self.set_params(*fit_kumaraswamy(torch.sigmoid((z - self.standardise.mean) / self.standardise.std), seed=seed))
         return self
 
+    def freeze_statistics(self) -> None:
+        """Training batches stop moving the standardiser: only `anchor` (every epoch) sets it."""
+        self.standardise.momentum = 0.0
+
+    anchor = fit  # re-anchor to every item's current latents (NU-RQ-VAE, once per epoch)
+
 
 class LogisticTransform(nn.Module):
     """h(x) = (s(x) - s(x_min)) / (s(x_max) - s(x_min)), s(x) = sigmoid(alpha (x - x0)), per dimension.
@@ -196,6 +202,17 @@ class LogisticTransform(nn.Module):
         else:
             self.x_min.lerp_(lo, self.momentum)
             self.x_max.lerp_(hi, self.momentum)
+
+    def freeze_statistics(self) -> None:
+        """Training batches stop moving the range: only `anchor` (every epoch) sets it."""
+        self.momentum = 0.0
+
+    @torch.no_grad()
+    def anchor(self, x: torch.Tensor) -> "LogisticTransform":
+        """Set the range to that of every item's current latents (NU-RQ-VAE, once per epoch)."""
+        self.initialised.fill_(False)
+        self.update_range(x)
+        return self
 
     def _shape(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(alpha, x0) from the raw parameters and the running range."""

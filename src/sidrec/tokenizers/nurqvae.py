@@ -18,11 +18,25 @@ from sidrec.tokenizers.base import register
 from sidrec.tokenizers.nonuniform import KumaraswamyTransform, build_transform
 from sidrec.tokenizers.rqvae import RQVAE, RQVAEModel
 
+# epoch: before every epoch the transform's statistics (and K's a, b, by maximum likelihood) are set from
+# every item's current latents, then held for the epoch; ema: running averages of the training batches,
+# which lag an encoder whose latents drift by more than their spread (CARD's near-identical image
+# embeddings: the running mean ended ~80 spreads from the data and sigmoid(s) saturated at 0 / 1).
+ANCHORS = ("epoch", "ema")
+
 
 class NURQVAEModel(RQVAEModel):
-    def __init__(self, *args: Any, transform: str = "kumaraswamy", space: str = "unit") -> None:
+    def __init__(self, *args: Any, transform: str = "kumaraswamy", space: str = "unit", anchor: str = "epoch") -> None:
         super().__init__(*args)
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
         self.transform = build_transform(transform, self.quantizer.codebooks.shape[-1], space)
+        self.anchors = anchor == "epoch"
+        if self.anchors:
+            self.transform.freeze_statistics()
+
+    def anchor(self, z: torch.Tensor) -> None:
+        self.transform.anchor(z)
 
     def to_quant(self, z: torch.Tensor) -> torch.Tensor:
         return self.transform(z)
@@ -46,6 +60,8 @@ class NURQVAE(RQVAE):
         "n_levels": 4,
         "transform": "kumaraswamy",
         "space": "unit",  # kumaraswamy: quantize K(u) in (0, 1) (CARD) or its logit (never saturates)
+        "anchor": "epoch",  # how the transform's statistics follow the encoder: see ANCHORS
+        "standardize_input": True,  # CARD's image embeddings are nearly identical: see RQVAEModel
         "sinkhorn_last": True,
         "select": "collisions",
     }
@@ -54,9 +70,9 @@ class NURQVAE(RQVAE):
         o = self.options
         return NURQVAEModel(
             input_dim, list(o["hidden_dims"]), o["latent_dim"], o["n_levels"], o["codebook_size"], o["beta"],
-            transform=o["transform"], space=o["space"],
+            transform=o["transform"], space=o["space"], anchor=o["anchor"],
         )
 
     def latents(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self._batched(x, self.model.encoder)
+        z = self._batched(x, self.model.latent)
         return z, self._batched(z, self.model.transform)

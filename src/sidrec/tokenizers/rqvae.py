@@ -31,7 +31,14 @@ def mlp(dims: list[int]) -> nn.Sequential:
 
 
 class RQVAEModel(nn.Module):
-    """x -> encoder -> z -> [to quantization space] -> RQ -> [back] -> decoder -> x_hat."""
+    """x -> [standardise] -> encoder -> z -> [to quantization space] -> RQ -> [back] -> decoder -> x_hat.
+
+    Standardising the input per dimension (`standardize_input`) matters when embeddings are nearly
+    identical (CARD's rendered units through a vision encoder: mean cosine 0.98, per-dimension std
+    0.002): the encoder then sees what tells items apart, not their shared direction, its latents
+    spread by more than one optimizer step moves them, and the reconstruction loss weighs those
+    differences instead of the common part every item shares.
+    """
 
     def __init__(
         self, input_dim: int, hidden_dims: list[int], latent_dim: int, n_levels: int, codebook_size: int, beta: float
@@ -40,6 +47,16 @@ class RQVAEModel(nn.Module):
         self.encoder = mlp([input_dim, *hidden_dims, latent_dim])
         self.quantizer = ResidualQuantizer(n_levels, codebook_size, latent_dim, beta)
         self.decoder = mlp([latent_dim, *reversed(hidden_dims), input_dim])
+        self.register_buffer("input_mean", torch.zeros(input_dim))  # identity unless `standardise_inputs` set them
+        self.register_buffer("input_std", torch.ones(input_dim))
+
+    @torch.no_grad()
+    def standardise_inputs(self, x: torch.Tensor) -> None:
+        self.input_mean.copy_(x.mean(0))
+        self.input_std.copy_(x.std(0).clamp_min(1e-8))
+
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder((x - self.input_mean) / self.input_std)
 
     def to_quant(self, z: torch.Tensor) -> torch.Tensor:
         """Map the latent into the space the codebooks live in (identity here; h in NU-RQ-VAE)."""
@@ -51,18 +68,24 @@ class RQVAEModel(nn.Module):
     def aux_losses(self, z: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
+    anchors = False  # True: `anchor(z of every item)` before each epoch (NU-RQ-VAE's transform statistics)
+
+    def anchor(self, z: torch.Tensor) -> None:
+        """Re-anchor what maps z into the quantization space to every item's latents (nothing here)."""
+
     def quant_input(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_quant(self.encoder(x))
+        return self.to_quant(self.latent(x))
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.from_quant(self.quantizer.lookup(codes)))
+        return self.decoder(self.from_quant(self.quantizer.lookup(codes))) * self.input_std + self.input_mean
 
     def forward(self, x: torch.Tensor, **quant_kw: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        z = self.encoder(x)
+        z = self.latent(x)
         d = self.to_quant(z)
         d_q, codes, q_loss = self.quantizer(d, **quant_kw)
         x_hat = self.decoder(self.from_quant(d_q))
-        return codes, {"recon": F.mse_loss(x_hat, x), "quant": q_loss, **self.aux_losses(z, d)}
+        recon = F.mse_loss(x_hat, (x - self.input_mean) / self.input_std)
+        return codes, {"recon": recon, "quant": q_loss, **self.aux_losses(z, d)}
 
 
 LOSS_TERMS = ("recon", "quant", "consistency", "fit")  # consistency, fit: NU-RQ-VAE only
@@ -95,6 +118,7 @@ class RQVAE(Tokenizer):
         "sinkhorn_iters": 50,
         "loss_weights": {},
         "select": "last",
+        "standardize_input": False,  # per-dimension z-score of the embeddings before the encoder (see RQVAEModel)
         "device": "cpu",
         "progress": True,
     }
@@ -139,6 +163,10 @@ class RQVAE(Tokenizer):
         n, bs = len(x), min(int(o["batch_size"]), len(x))
         weights = {**dict.fromkeys(LOSS_TERMS, 1.0), **o["loss_weights"]}
         quant_kw = {k: o[k] for k in ("sinkhorn_last", "sinkhorn_epsilon", "sinkhorn_iters")}
+        if o["standardize_input"]:
+            model.standardise_inputs(x.to(device))
+        if model.anchors:
+            model.anchor(self._batched(x, model.latent))
         if o["kmeans_init"]:
             first = x[torch.randperm(n, generator=gen)[: max(bs, o["codebook_size"])]].to(device)
             model.train()
@@ -149,6 +177,8 @@ class RQVAE(Tokenizer):
         self.history = []
         bar = tqdm(range(int(o["epochs"])), desc=self.name, disable=not o["progress"], leave=False)
         for epoch in bar:
+            if model.anchors and epoch:
+                model.anchor(self._batched(x, model.latent))
             model.train()
             usage = torch.zeros(o["n_levels"], o["codebook_size"], dtype=torch.long, device=device)
             perm = torch.randperm(n, generator=gen)
@@ -202,6 +232,8 @@ class RQVAE(Tokenizer):
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.model = self._build_model(self.input_dim).to(torch.device(self.options["device"]))
+        for name in ("input_mean", "input_std"):  # saved before inputs could be standardised: identity
+            tensors.setdefault(name, getattr(self.model, name))
         self.model.load_state_dict(tensors)
         self.model.eval()
         self.best_epoch = meta.get("best_epoch", -1)
