@@ -70,3 +70,21 @@ def test_presets_and_demo_settings_stop_by_epochs_not_by_wall_clock():
     for name, overrides in DEMO_OVERRIDES.items():
         cfg = _config(name, ["data.name=ml-100k", *overrides])
         assert cfg.train.max_seconds is None and cfg.train.epochs <= 30, name
+
+
+@pytest.mark.parametrize("args, message", [(["recommend", "r", "--history", "i1", "--k", "0"], "Invalid value for '--k'"),
+                                           (["serve", "r", "--port", "abc"], "Invalid value for '--port'")])
+def test_bad_option_values_print_the_usage_error_not_a_traceback(tmp_path, args, message):
+    """typer >= 0.26 raises its own copy of click's errors: they once escaped as an 80-line traceback."""
+    result = subprocess.run([sys.executable, "-m", "sidrec.cli", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr + result.stdout
+
+
+def test_catalogue_titles_of_items_without_metadata_are_empty_not_nan():
+    import pandas as pd
+
+    from sidrec.serving.catalogue import Catalogue
+
+    for titles in (["one", None], [float("nan"), float("nan")]):
+        catalogue = Catalogue(pd.DataFrame({"item_id": ["a", "b"], "title": titles}))
+        assert catalogue.titles[1] is None

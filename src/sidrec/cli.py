@@ -13,6 +13,7 @@ import click
 import torch
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 from rich.table import Table
 
 from sidrec import pipeline
@@ -314,12 +315,13 @@ def entry() -> None:
     flush_subnormals()
     try:
         app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except (click.ClickException, TyperException) as exc:  # typer >= 0.26 raises its own copy of click's errors
         exc.show()
         sys.exit(exc.exit_code)
-    except (ConfigError, DataFormatError, ArtifactError, RunDirError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, DataFormatError, ArtifactError, RunDirError, FileNotFoundError, NotADirectoryError,
+            ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
 

@@ -36,7 +36,8 @@ class Catalogue:
             dup = self.index[self.index.duplicated()].unique()[:5].tolist()
             raise ArtifactError(f"item catalogue has duplicate item ids: {dup}")
         titles = self.items["title"] if "title" in self.items else pd.Series(None, index=self.items.index)
-        self.titles = titles.where(titles.notna(), None).to_numpy(dtype=object)
+        # astype(object) first: on a float column (every title missing) `where(..., None)` puts NaN back, shown as "nan"
+        self.titles = titles.astype(object).where(titles.notna(), None).to_numpy(dtype=object)
 
     def __len__(self) -> int:
         return len(self.item_ids)
