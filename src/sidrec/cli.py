@@ -238,12 +238,13 @@ def serve(run_dir: Path = typer.Argument(..., help="trained run directory"),
           max_batch: int = typer.Option(64, help="requests per micro-batch / per /recommend/batch call"),
           max_wait_ms: float = typer.Option(2.0, help="longest wait to fill a micro-batch"),
           max_queue: int = typer.Option(256, help="queued requests before answering 503"),
-          unknown_items: str = typer.Option("error", help="error | ignore unknown item ids in histories")) -> None:
+          unknown_items: str = typer.Option("error", help="error | ignore unknown item ids in histories"),
+          max_body_bytes: int = typer.Option(1 << 20, min=1, help="larger request bodies answer 413 unread")) -> None:
     """HTTP recommendation service (FastAPI + uvicorn) with micro-batching."""
     from sidrec.serving import serve as run_server
 
     run_server(run_dir, host=host, port=port, max_history=max_history, max_k=max_k, max_batch=max_batch,
-               max_wait_ms=max_wait_ms, max_queue=max_queue, unknown_items=unknown_items)
+               max_wait_ms=max_wait_ms, max_queue=max_queue, unknown_items=unknown_items, max_body_bytes=max_body_bytes)
 
 
 @app.command()

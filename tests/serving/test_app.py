@@ -83,6 +83,16 @@ def test_limits_and_unknown_ids_give_clear_4xx(sasrec_run, live_server, client_f
         assert "requests[1]" in message and "zz" in message
         assert http.post("/recommend", content=b"{not json").status_code == 422
 
+        # Bodies a client should not be able to turn into a 500 or a stall: a lone surrogate (was a 500),
+        # a body over --max-body-bytes (413 unread), a long bad input (echoed cut short, not whole).
+        surrogate = http.post("/recommend", content=b'{"history": ["\\ud800"]}', headers={"content-type": "application/json"})
+        assert surrogate.status_code == 422 and "\\ud800" in surrogate.text
+        huge = http.post("/recommend", content=b'{"history": ["' + b"x" * (2 << 20) + b'"]}',
+                         headers={"content-type": "application/json"})
+        assert huge.status_code == 413 and "--max-body-bytes" in huge.text
+        long = http.post("/recommend", json={"history": "x" * 500_000})
+        assert long.status_code == 422 and len(long.content) < 2_000 and "500000 characters" in long.text
+
     lenient = create_app(sasrec_run, unknown_items="ignore")
     with live_server(lenient) as server, client_for(server) as http:
         response = http.post("/recommend", json={"history": ["i01", "x9", "i02"], "k": 3}).json()

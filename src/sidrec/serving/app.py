@@ -36,6 +36,8 @@ from sidrec.serving.catalogue import Catalogue, ServedRun, open_run
 from sidrec.evaluation.protocol import rank_items
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+MAX_BODY_BYTES = 1 << 20  # a request of 200 ids needs ~10 KB; a 10 MB body stalled every client for ~2 s
+ECHO_CHARS, ECHO_ITEMS = 200, 20  # how much of a bad input an error message echoes back
 MAX_SEARCH = 50  # cap on `GET /items?limit=`: an autocomplete never needs more
 
 
@@ -102,13 +104,19 @@ def request_models(max_history: int, max_k: int, max_batch: int) -> tuple[type[B
 
 
 def _json_safe(value):
-    """Python's JSON parser accepts NaN/Infinity but they cannot be echoed back in an error: use strings."""
+    """What an error may echo of a bad input: NaN/Infinity as strings (Python's parser accepts them, JSON
+    cannot carry them), lone surrogates escaped, and long strings and lists cut short (a 10 MB body was
+    echoed whole)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str):
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}… ({len(text)} characters)"
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {_json_safe(k): _json_safe(v) for k, v in list(value.items())[:ECHO_ITEMS]}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        head = [_json_safe(v) for v in value[:ECHO_ITEMS]]
+        return head if len(value) <= ECHO_ITEMS else [*head, f"… ({len(value)} items)"]
     return value
 
 
@@ -198,11 +206,13 @@ class RecommendService:
 
 def create_app(run_dir: str | Path, *, max_history: int = 200, max_k: int = 100, max_batch: int = 64,
                unknown_items: Literal["error", "ignore"] = "error", max_wait_ms: float = 2.0,
-               max_queue: int = 256, threads: int | None = None, verify: bool = True) -> FastAPI:
+               max_queue: int = 256, threads: int | None = None, verify: bool = True,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """Load the run once and build the service; `verify` checks RUN_DIR/manifest.json first."""
     if unknown_items not in ("error", "ignore"):
         raise ValueError(f"unknown_items must be 'error' or 'ignore', got {unknown_items!r}")
-    for name, value in (("max_history", max_history), ("max_k", max_k), ("max_batch", max_batch)):
+    for name, value in (("max_history", max_history), ("max_k", max_k), ("max_batch", max_batch),
+                        ("max_body_bytes", max_body_bytes)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if threads:
@@ -217,7 +227,7 @@ def create_app(run_dir: str | Path, *, max_history: int = 200, max_k: int = 100,
     page, page_headers = load_page()
     limits = {"max_history": max_history, "max_k": max_k, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
               "max_queue": max_queue, "unknown_items": unknown_items, "model_history": service.max_len,
-              "max_search": MAX_SEARCH}
+              "max_search": MAX_SEARCH, "max_body_bytes": max_body_bytes}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -228,6 +238,16 @@ def create_app(run_dir: str | Path, *, max_history: int = 200, max_k: int = 100,
     app = FastAPI(title="sidrec", description=f"Recommendations from {Path(run_dir).name} ({model.name})",
                   lifespan=lifespan, exception_handlers={RequestValidationError: _invalid_request})
     app.state.service = service
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next):
+        """413 before a large body is read or parsed, by its Content-Length (a chunked upload without one is
+        not limited here: behind a proxy, let it cap bodies too)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            return JSONResponse(status_code=413, content={
+                "detail": f"request body of {declared} bytes exceeds the limit of {max_body_bytes} (--max-body-bytes)"})
+        return await call_next(request)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
