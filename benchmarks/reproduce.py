@@ -32,8 +32,8 @@ from sidrec.io import atomic_path, read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
-MODELS = ["popularity", "sasrec", "tiger", "tiger_history_once", "tiger_nurqvae", "card", "card_history_once", "rpg",
-          "asymrec", "card_asymrec"]
+MODELS = ["popularity", "sasrec", "tiger", "tiger_history_once", "tiger_grid", "tiger_nurqvae", "card",
+          "card_history_once", "rpg", "asymrec", "card_asymrec"]
 # Named variants of a preset: (preset, overrides), stated in the run's config.yaml like any --set.
 HISTORY_ONCE = ["model.sample_mode=history_once", "train.batch_size=128"]  # same accuracy as per-prefix, cheaper
 VARIANTS = {"tiger_history_once": ("tiger", HISTORY_ONCE), "card_history_once": ("card", HISTORY_ONCE)}
