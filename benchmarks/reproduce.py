@@ -29,6 +29,7 @@ from sidrec import pipeline
 from sidrec.cli import flush_subnormals
 from sidrec.config import load_config, resolve_preset
 from sidrec.io import atomic_path, read_json, write_json
+from sidrec.reporting.collect import curve_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
@@ -63,20 +64,10 @@ def machine() -> dict:
             "threads": torch.get_num_threads()}
 
 
-def curve(history: list[dict]) -> list[tuple[int, float, float]]:
-    """(epoch, wall seconds of training + validation so far, validation NDCG@10) per validated epoch."""
-    points, wall = [], 0.0
-    for record in history:
-        wall += record["seconds"] + (record.get("valid") or {}).get("seconds", 0.0)
-        if "valid" in record:
-            points.append((record["epoch"], round(wall, 1), record["valid"]["ndcg@10"]))
-    return points
-
-
 def make_row(data: str, model: str, seed: int, metrics: dict, run_dir: Path, info: dict) -> dict:
     train = metrics["train"]
     history = read_json(run_dir / "train.json").get("history", []) if (run_dir / "train.json").exists() else []
-    points = curve(history)
+    points = curve_of(history)
     best = train.get("best_epoch")
     return {
         "data": data, "model": model, "seed": seed,

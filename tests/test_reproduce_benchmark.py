@@ -29,7 +29,7 @@ def test_curve_accumulates_training_and_validation_seconds(reproduce):
     history = [{"epoch": 1, "seconds": 10.0, "valid": {"ndcg@10": .01, "seconds": 2.0}},
                {"epoch": 2, "seconds": 11.0},
                {"epoch": 3, "seconds": 9.0, "valid": {"ndcg@10": .03, "seconds": 3.0}}]
-    assert reproduce.curve(history) == [(1, 12.0, .01), (3, 35.0, .03)]
+    assert reproduce.curve_of(history) == [(1, 12.0, .01), (3, 35.0, .03)]
 
 
 def test_tables_give_mean_and_std_over_seeds_and_name_every_seed(reproduce, tmp_path):
