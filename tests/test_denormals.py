@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import sidrec.cli
 
@@ -52,3 +53,20 @@ def test_fitting_an_rqvae_restores_the_mode_it_found():
     """The tokenizer flushes while it fits, then puts back the caller's mode (it used to turn it off)."""
     out = subprocess.run([sys.executable, "-c", LEAK_PROBE], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1", "1", "0", "1"]
+
+
+def test_a_tokenizer_fit_is_deterministic_with_several_threads():
+    """With 2 threads, two RQ-VAE fits of the same embeddings and seed gave different codes for every item
+    (a parallel kernel in the backward pass); fits run under torch's deterministic algorithms."""
+    from sidrec.tokenizers import build_tokenizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.nn.functional.normalize(torch.randn(1700, 384, generator=torch.Generator().manual_seed(0)), dim=1)
+        options = dict(n_levels=3, codebook_size=256, epochs=10, progress=False)
+        first, second = (build_tokenizer("rqvae", **options).fit(x).encode(x) for _ in range(2))
+        assert torch.equal(first, second)
+        assert not torch.are_deterministic_algorithms_enabled()  # the mode is restored after the fit
+    finally:
+        torch.set_num_threads(threads)

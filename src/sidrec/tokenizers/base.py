@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from sidrec.io import ArtifactError, file_sha256, load_tensors, read_json, save_tensors, write_json
+from sidrec.numerics import deterministic_algorithms
 
 TOKENIZERS: dict[str, type["Tokenizer"]] = {}
 
@@ -124,7 +125,7 @@ class Tokenizer(abc.ABC):
 
     def fit(self, embeddings: Any) -> "Tokenizer":
         x = as_matrix(embeddings)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), deterministic_algorithms():  # same seed, same codes
             torch.manual_seed(int(self.options["seed"]))
             self._fit(x)
         self.input_dim = x.shape[1]
