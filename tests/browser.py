@@ -20,9 +20,11 @@ VIEWPORT = {"width": 1200, "height": 800}
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser():
-    """One headless Chromium for the whole session (each test still gets its own context)."""
+    """One headless Chromium per test module (each test still gets its own context). Not per session:
+    Playwright's sync API keeps an asyncio loop running in the main thread while it is open, and every
+    later test calling asyncio.run() failed ("cannot be called from a running event loop")."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -37,7 +37,7 @@ class Catalogue:
             raise ArtifactError(f"item catalogue has duplicate item ids: {dup}")
         titles = self.items["title"] if "title" in self.items else pd.Series(None, index=self.items.index)
         # astype(object) first: on a float column (every title missing) `where(..., None)` puts NaN back, shown as "nan"
-        self.titles = titles.astype(object).where(titles.notna(), None).to_numpy(dtype=object)
+        self.titles = titles.astype(object).where(titles.notna(), None).to_numpy(dtype=object, copy=True)
 
     def __len__(self) -> int:
         return len(self.item_ids)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from sidrec.config import TrainConfig
 from sidrec.io import ArtifactError, load_tensors, load_tensors_and_metadata, save_tensors
+from sidrec.numerics import deterministic_algorithms
 from sidrec.training import distributed as dist
 from sidrec.training.tensorboard_log import TensorBoardLog, summary_writer_class
 
@@ -164,7 +165,8 @@ class Trainer:
         elif self.checkpoint_dir is not None and (self.checkpoint_dir / "best.safetensors").exists():
             self._best_weights = load_tensors(self.checkpoint_dir / "best.safetensors")
         start = time.perf_counter() - self.state["train_seconds"]
-        with TensorBoardLog(config.log_dir if self.rank == 0 else None, self.state["global_step"] + 1) as board:
+        with TensorBoardLog(config.log_dir if self.rank == 0 else None, self.state["global_step"] + 1) as board, \
+                deterministic_algorithms():  # same seed, same weights, however many threads
             self._epochs(make_batches, validate, start, board)
         if self._best_weights is not None:
             self.model.load_state_dict(self._best_weights)
