@@ -1,6 +1,7 @@
 """Property tests: malformed input files and random HTTP bodies never crash with anything unexpected."""
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -139,3 +140,19 @@ def test_random_request_bodies_never_give_500(http, body, batch):
         assert all(len(r["items"]) == len(r["scores"]) == len(r["titles"]) for r in results)
     else:
         assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_non_utf8_bytes_name_the_file_and_line(tmp_path, reader):
+    """A Latin-1 byte in a UTF-8 file was `'utf-8' codec can't decode byte 0xe9 in position 12`: no file, no line."""
+    names, read = READERS[reader]
+    if reader == "movielens":
+        pytest.skip("the GroupLens files are Latin-1: every byte decodes")
+    for name in names:
+        write(tmp_path, name, "\n")
+    bad = tmp_path / names[0]
+    bad.write_bytes(b"header\tline\n" if reader == "atomic" else b"")
+    with bad.open("ab") as fh:
+        fh.write(b'{"user_id": "caf\xe9"}\n' if "json" in bad.name else b"u1 caf\xe9 i2\n")
+    with pytest.raises(DataFormatError, match=rf"{re.escape(bad.name)}: line \d+: not valid utf-8 text \(byte 0xe9"):
+        read(tmp_path)

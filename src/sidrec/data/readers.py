@@ -44,11 +44,26 @@ def _open_text(path: Path, encoding: str = "utf-8"):
     return open(path, encoding=encoding)
 
 
+def _not_text(path: Path, encoding: str = "utf-8") -> DataFormatError:
+    """The line and byte of `path` that are not `encoding` text (Python's decode error names neither)."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                return DataFormatError(f"{path}: line {number}: not valid {encoding} text "
+                                       f"(byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+    return DataFormatError(f"{path}: not valid {encoding} text")
+
+
 def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     with _open_text(_require(path), encoding) as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.strip():
-                yield number, line
+        try:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    yield number, line
+        except UnicodeDecodeError:
+            raise _not_text(path, encoding) from None
 
 
 def _interactions(users, items, timestamps=None) -> pd.DataFrame:
@@ -80,8 +95,11 @@ def _join(value) -> str | None:
 
 def _read_atomic_table(path: Path) -> pd.DataFrame:
     path = _require(path)
-    with open(path, encoding="utf-8") as fh:
-        header = fh.readline().rstrip("\n").split("\t")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            header = fh.readline().rstrip("\n").split("\t")
+    except UnicodeDecodeError:
+        raise _not_text(path) from None
     names = []
     for field in header:
         name, _, kind = field.partition(":")
@@ -92,6 +110,8 @@ def _read_atomic_table(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, sep="\t", skiprows=1, names=names, dtype=str, quoting=3, keep_default_na=False)
     except pd.errors.ParserError as exc:
         raise DataFormatError(f"{path}: {exc}") from exc
+    except UnicodeDecodeError:
+        raise _not_text(path) from None
     return frame
 
 
@@ -169,6 +189,8 @@ def _read_csv(path: Path, sep: str) -> pd.DataFrame:
         raise DataFormatError(f"{path}: empty file (a header row is needed)") from exc
     except pd.errors.ParserError as exc:
         raise DataFormatError(f"{path}: {exc}") from exc
+    except UnicodeDecodeError:
+        raise _not_text(path) from None
 
 
 def read_item_table(path: str | Path) -> pd.DataFrame:
@@ -219,6 +241,8 @@ def _load_json_object(path: Path, expected: str) -> dict:
             value = json.load(fh)
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from exc
+    except UnicodeDecodeError:
+        raise _not_text(path) from None
     if not isinstance(value, dict):
         raise DataFormatError(f"{path}: expected a JSON object mapping {expected}, got {type(value).__name__}")
     return value
