@@ -73,7 +73,8 @@ def test_explorer_search_tree_and_shared_prefixes_match_the_codes(browser_page, 
 def test_user_inspector_marks_hits(browser_page, site):
     browser_page.goto((site / "runs" / "card_asymrec" / "users.html").as_uri())
     users = browser_page.locator("details.user")
-    assert users.count() == 8
+    assert browser_page.locator('details.user[data-part="test"]').count() == 8
+    assert browser_page.locator('details.user[data-part="valid"]').count() == 8
     for user in users.all():
         summary = user.locator("summary").inner_text()
         hits = user.locator("tr.hit").count()

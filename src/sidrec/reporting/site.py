@@ -201,9 +201,10 @@ def users_page(run: RunSummary, users: list[dict], nav: list, sub: list) -> str:
                "asymrec": "Scores are exact sums of the heads' code log-probabilities; per-code columns are each "
                           "head's log-probability of the item's code (the dedup code is not scored)."}.get(run.model, "")
     parts = [_subnav(sub, "users"),
-             f'<p class="note">{len(users)} {escape(users[0]["part"] if users else "test")} users (a fixed, seeded sample). '
-             f'{escape(explain)}</p>']
-    for u in users:
+             f'<p class="note">A fixed, seeded sample of users per split. {escape(explain)}</p>']
+    for i, u in enumerate(users):
+        if i == 0 or u["part"] != users[i - 1]["part"]:
+            parts.append(f'<h2>{escape(u["part"])} users</h2>')
         hit = f"hit at rank {u['hit_rank']}" if u["hit_rank"] else "no hit in the top-10"
         rows = []
         for r in u["recommendations"]:
@@ -220,7 +221,7 @@ def users_page(run: RunSummary, users: list[dict], nav: list, sub: list) -> str:
         history = "".join(f"<li>{escape(h['id'])} — {escape(h['title'])}</li>" for h in u["history"][-20:])
         target = u["target"]
         parts.append(
-            f'<details class="user" data-user="{escape(u["user"])}"><summary>user {escape(u["user"])} · '
+            f'<details class="user" data-user="{escape(u["user"])}" data-part="{escape(u["part"])}"><summary>user {escape(u["user"])} · '
             f'{len(u["history"])} history items · {hit}</summary>'
             f'<h3>history (last 20, oldest first)</h3><ol>{history}</ol>'
             f'<h3>target</h3><p>{escape(target["id"])} — {escape(target["title"])}'
@@ -367,7 +368,8 @@ def _write_run(run: RunSummary, folder: Path, nav: list, users: int, gallery: in
     sid_data = inspect.sid_table(served, sids) if served is not None and (sids := inspect.run_sids(run.path)) else None
     if sid_data:
         sub.append(("semantic IDs", "explorer.html"))
-    user_rows = inspect.inspect_users(served, "test", users) if served is not None and users else None
+    user_rows = ([*inspect.inspect_users(served, "test", users), *inspect.inspect_users(served, "valid", users)]
+                 if served is not None and users else None)
     if user_rows is not None:
         sub.append(("users", "users.html"))
     units = inspect.card_gallery(served, folder / "gallery", gallery) if served is not None and run.is_card and gallery else None
