@@ -263,7 +263,8 @@ def report(run_dirs: Optional[list[Path]] = typer.Argument(None, help="run direc
            html: Optional[Path] = typer.Option(None, "--html", help="write a static HTML site to this folder"),
            results: Optional[Path] = typer.Option(None, "--results", help="also render a benchmark results file "
                                                   "(benchmarks/results/reproduce.json) as a comparison page"),
-           users: int = typer.Option(20, "--users", min=0, help="HTML: test and validation users each in the user inspector (0 = none)"),
+           users: int = typer.Option(20, "--users", min=0,
+                                     help="HTML: test and validation users each in the user inspector (0 = none)"),
            gallery: int = typer.Option(12, "--gallery", min=0, help="HTML: CARD units in the gallery (0 = none)")) -> None:
     """A markdown table of the runs' metrics, or with --html a self-contained site: run pages,
     semantic-ID explorer, user inspector, CARD gallery and comparison (opens from file://)."""
