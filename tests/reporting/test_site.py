@@ -45,7 +45,7 @@ def test_code_log_probs_add_up_to_the_models_scores(report_runs):
 
 def test_user_inspector_shows_the_models_ranking_and_marks_the_hit(report_runs):
     served = open_run(report_runs["tiger"])
-    users = inspect_users(served, "test", n_users=8)
+    users = inspect_users(served, run_sids(served.run_dir), "test", n_users=8)
     _, histories, targets = served.dataset.split("test")
     by_user = {str(served.dataset.user_ids[int(u)]): row for row, u in enumerate(served.dataset.split("test")[0])}
     for user in users:

@@ -30,7 +30,6 @@ class Entry:
     seed: int | None
     test: dict[str, Any]
     valid: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)  # train.json epochs: loss, seconds, valid
     curve: list[tuple[int, float, float]] = field(default_factory=list)  # (epoch, cumulative s, valid ndcg@10)
     train: dict[str, Any] = field(default_factory=dict)
     page: str | None = None  # relative link to the run's page, when the site has one
@@ -50,17 +49,13 @@ class RunSummary:
         return self.config["model"]["name"]
 
     @property
-    def has_sids(self) -> bool:
-        return (self.path / "model" / "sids.safetensors").exists() or (self.path / "tokenize" / "sids.safetensors").exists()
-
-    @property
     def is_card(self) -> bool:
         return (self.config.get("embed") or {}).get("name") == "card"
 
     def entry(self) -> Entry:
         history = self.train.get("history") or []
         return Entry(self.name, self.metrics.get("dataset", self.config["data"]["name"]), self.metrics.get("seed"),
-                     self.metrics.get("test") or {}, self.metrics.get("valid") or {}, history,
+                     self.metrics.get("test") or {}, self.metrics.get("valid") or {},
                      curve_of(history, select=(self.config.get("eval") or {}).get("select_metric", "ndcg@10")),
                      {k: v for k, v in self.train.items() if k != "history"})
 

@@ -40,9 +40,10 @@ def sid_table(served: ServedRun, sids: SemanticIDs) -> dict[str, Any]:
             "codes": sids.codes.tolist()}
 
 
-def inspect_users(served: ServedRun, part: str = "test", n_users: int = 20, k: int = 10, seed: int = 0) -> list[dict]:
+def inspect_users(served: ServedRun, sids: SemanticIDs | None, part: str = "test", n_users: int = 20, k: int = 10,
+                  seed: int = 0) -> list[dict]:
     """A fixed, seeded sample of evaluation users: history, top-k with scores, the hit, and for a
-    generative model each recommended item's per-code log-probabilities."""
+    generative model (`sids`: its codes, `run_sids`) each recommended item's per-code log-probabilities."""
     dataset, model, config = served.dataset, served.model, served.config
     users, histories, targets = dataset.split(part, config.eval.max_len)
     rows = user_sample(len(users), n_users, seed)
@@ -52,7 +53,6 @@ def inspect_users(served: ServedRun, part: str = "test", n_users: int = 20, k: i
     code_lp = None
     if hasattr(model, "item_code_log_probs"):
         code_lp = model.item_code_log_probs(histories, items)
-    sids = run_sids(served.run_dir)
     out = []
     for row in range(len(rows)):
         history = [int(i) for i in histories[row] if i >= 0]
@@ -94,7 +94,7 @@ def tokenizer_views(run_dir: Path) -> dict[str, Any] | None:
         before, after = (t.flatten() for t in latents)
         step = max(1, before.numel() // 200_000)  # a histogram needs no more than 200k values
         out["latents"] = {"before": before[::step].tolist(), "after": after[::step].tolist()}
-    if hasattr(tokenizer, "report") and tokenizer.name == "mhq":
+    if tokenizer.name == "mhq":
         report = tokenizer.report(x)
         out["energy_share_per_view"] = report["energy_share_per_view"]
     return out

@@ -44,12 +44,12 @@ def _num(value: Any, digits: int = 4) -> str:
     return escape(str(value))
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric_from: int = 1, cls: str = "") -> str:
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric_from: int = 1) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(
         f'<td class="num">{_num(c)}</td>' if i >= numeric_from and not isinstance(c, str) else f"<td>{escape(str(c))}</td>"
         for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def page(title: str, body: str, nav: Sequence[tuple[str, str]], current: str, scripts: Sequence[str] = ()) -> str:
@@ -309,7 +309,7 @@ def comparison_page(entries: list[Entry], nav: list, title: str, source: str) ->
 # --- the site ---------------------------------------------------------------------------------------
 
 def build_site(run_dirs: Sequence[str | Path], out: str | Path, *, results: str | Path | None = None,
-               users: int = 20, gallery: int = 12, inspect_models: bool = True) -> list[Path]:
+               users: int = 20, gallery: int = 12) -> list[Path]:
     """Write the site under `out`; returns the pages written. Everything is read first, so a bad
     run directory fails before any page is written."""
     out = Path(out)
@@ -333,7 +333,7 @@ def build_site(run_dirs: Sequence[str | Path], out: str | Path, *, results: str 
         top_nav.append(("results", "results.html"))
     written = []
     for run in tqdm(runs, desc="report", unit="run", disable=len(runs) < 2):
-        written += _write_run(run, out / "runs" / run.name, nav + [(run.name, "index.html")], users, gallery, inspect_models)
+        written += _write_run(run, out / "runs" / run.name, nav + [(run.name, "index.html")], users, gallery)
     entries = []
     for run in runs:
         entry = run.entry()
@@ -356,26 +356,27 @@ def build_site(run_dirs: Sequence[str | Path], out: str | Path, *, results: str 
     return [out / "index.html", *written]
 
 
-def _write_run(run: RunSummary, folder: Path, nav: list, users: int, gallery: int, inspect_models: bool) -> list[Path]:
+def _write_run(run: RunSummary, folder: Path, nav: list, users: int, gallery: int) -> list[Path]:
     from sidrec.reporting import inspect
 
     served = None
-    if inspect_models and (run.path / "model").exists():
+    if (run.path / "model").exists():
         from sidrec.serving.catalogue import open_run
 
         served = open_run(run.path)
     sub = [("overview", "index.html")]
-    sid_data = inspect.sid_table(served, sids) if served is not None and (sids := inspect.run_sids(run.path)) else None
+    sids = inspect.run_sids(run.path) if served is not None else None
+    sid_data = inspect.sid_table(served, sids) if sids is not None else None
     if sid_data:
         sub.append(("semantic IDs", "explorer.html"))
-    user_rows = ([*inspect.inspect_users(served, "test", users), *inspect.inspect_users(served, "valid", users)]
+    user_rows = ([row for part in ("test", "valid") for row in inspect.inspect_users(served, sids, part, users)]
                  if served is not None and users else None)
     if user_rows is not None:
         sub.append(("users", "users.html"))
     units = inspect.card_gallery(served, folder / "gallery", gallery) if served is not None and run.is_card and gallery else None
     if units:
         sub.append(("CARD gallery", "gallery.html"))
-    views = inspect.tokenizer_views(run.path) if inspect_models else None
+    views = inspect.tokenizer_views(run.path)
     pages = {"index.html": run_page(run, views, nav, sub)}
     if sid_data:
         pages["explorer.html"] = explorer_page(run, sid_data, nav, sub)
