@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 
 def _artifacts(run_dir: Path) -> list[Path]:
     """Every regular file under the run, except the manifest and in-flight temporaries (dot-files)."""
-    return sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != MANIFEST
+    return sorted(p for p in run_dir.rglob("*") if p.is_file() and p != run_dir / MANIFEST
                   and not any(part.startswith(".") for part in p.relative_to(run_dir).parts))
 
 

@@ -1,7 +1,8 @@
 """Runs the stages of a preset, each writing its artifact under one run directory.
 
     RUN_DIR/config.yaml      the resolved configuration
-    RUN_DIR/dataset.json     dataset statistics and where its cache lives
+    RUN_DIR/dataset.json     dataset statistics, content digest and where its cache lives
+    RUN_DIR/dataset/         the dataset snapshot the run was trained on (evaluate, recommend, serve read it)
     RUN_DIR/collaborative/   collaborative model + item_embeddings.safetensors   (if configured)
     RUN_DIR/embed/           embeddings.safetensors                              (if configured)
     RUN_DIR/tokenize/        tokenizer/, sids.safetensors, sids_report.json, plots (if configured)
@@ -12,8 +13,10 @@
     RUN_DIR/report.md        the results table
     RUN_DIR/manifest.json    sha256 and size of every artifact, package version
 
-Stages before the model are keyed by a fingerprint of their configuration and inputs and kept in
-`cache_dir`: a second run that only changes the generator reuses embeddings and semantic IDs.
+Stages before the model are keyed by a fingerprint of their configuration, the *content* of their
+inputs (the dataset's digest, chained through every stage) and the code (package version and the
+stage's revision), and kept in `cache_dir`: a second run that only changes the generator reuses
+embeddings and semantic IDs; an edited title, interaction or a fixed stage never serves a stale one.
 Validation picks the model; the test split is read once, at the end.
 """
 
@@ -34,13 +37,13 @@ from typing import Callable, Iterator
 import torch
 import yaml
 
-from sidrec import rundir
+from sidrec import __version__, rundir
 from sidrec.config import ConfigError, RunConfig
 from sidrec.data import Dataset, load_dataset
 from sidrec.evaluation import evaluate
 from sidrec.evaluation.report import results_table
 from sidrec.features import ItemEmbeddings, build_encoder
-from sidrec.io import atomic_path, read_json, write_json
+from sidrec.io import ArtifactError, atomic_path, read_json, write_json
 from sidrec.manifest import write_manifest
 from sidrec.models import Recommender, build_model
 from sidrec.models.base import model_options
@@ -52,6 +55,9 @@ from sidrec.training.tensorboard_log import summary_writer_class
 from sidrec.training.distributed import rank_and_world
 
 log = logging.getLogger(__name__)
+# Bump a stage's revision when a change to its code changes what it produces: its cached artifacts go stale.
+STAGE_REVISIONS = {"data": 1, "collaborative": 1, "embed": 1, "tokenize": 2}
+SNAPSHOT = "dataset"
 
 
 def save_config(config: RunConfig, path: Path) -> None:
@@ -62,7 +68,12 @@ def save_config(config: RunConfig, path: Path) -> None:
 def prepare(config: RunConfig, run_dir: Path | None = None) -> Dataset:
     dataset = load_dataset(config.data)
     if run_dir is not None:
-        write_json(run_dir / "dataset.json", {"name": dataset.name, "stats": dataset.stats(), **dataset.info})
+        digest = dataset.digest()
+        if not ((run_dir / SNAPSHOT / "manifest.json").exists() and (run_dir / "dataset.json").exists()
+                and read_json(run_dir / "dataset.json").get("digest") == digest):
+            dataset.save(run_dir / SNAPSHOT)
+        write_json(run_dir / "dataset.json", {"name": dataset.name, "stats": dataset.stats(), "digest": digest,
+                                              **dataset.info})
     return dataset
 
 
@@ -123,7 +134,7 @@ def fit_model(model: Recommender, dataset: Dataset, train_config, eval_config, o
 def collaborative_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
     """Train the collaborative model on the training split; keep its item embeddings."""
     section = config.collaborative
-    key = fingerprint("collaborative", art.fingerprint, section.model_dump(mode="json", exclude={"train": {"log_dir"}}))
+    key = fingerprint("collaborative", STAGE_REVISIONS["collaborative"], art.fingerprint, section.model_dump(mode="json", exclude={"train": {"log_dir"}}))
 
     def build(folder: Path) -> None:
         torch.manual_seed(section.train.seed)
@@ -140,7 +151,7 @@ def collaborative_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> Non
 
 
 def embed_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
-    key = fingerprint("embed", art.fingerprint, config.embed.model_dump(mode="json"))
+    key = fingerprint("embed", STAGE_REVISIONS["embed"], art.fingerprint, config.embed.model_dump(mode="json"))
 
     def build(folder: Path) -> None:
         encoder = build_encoder(config.embed.name, **config.embed.options())
@@ -159,7 +170,7 @@ def tokenize_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
     # Keyed by the tokenizer's resolved options, defaults included: a changed default (NU-RQ-VAE's input
     # standardisation) is a different tokenizer, never served from a stage cached before the change.
     resolved = build_tokenizer(config.tokenize.name, **options).options
-    key = fingerprint("tokenize", art.fingerprint, config.tokenize.name, resolution, resolved)
+    key = fingerprint("tokenize", STAGE_REVISIONS["tokenize"], art.fingerprint, config.tokenize.name, resolution, resolved)
 
     def build(folder: Path) -> None:
         tokenize(art.embeddings, config.tokenize.name, resolution=resolution, options=options, out_dir=folder)
@@ -172,8 +183,8 @@ def tokenize_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
 def build_artifacts(config: RunConfig, run_dir: Path, until: str | None = None) -> Artifacts:
     """Every stage before the model (or up to `until`), each reused from cache when its inputs are unchanged."""
     dataset = prepare(config, run_dir if rank_and_world()[0] == 0 else None)
-    art = Artifacts(dataset, fingerprint("data", config.data.model_dump(exclude={"cache_dir", "data_dir"}),
-                                         dataset.stats()))
+    art = Artifacts(dataset, fingerprint("data", STAGE_REVISIONS["data"], __version__,
+                                         config.data.model_dump(exclude={"cache_dir", "data_dir"}), dataset.digest()))
     for name, needed, stage in (("collaborative", config.collaborative, collaborative_stage),
                                 ("embed", config.embed, embed_stage), ("tokenize", config.tokenize, tokenize_stage)):
         if needed is not None:
@@ -273,7 +284,26 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, Dataset, Recommender]:
     if not config_path.exists():
         raise FileNotFoundError(f"{config_path}: not a run directory (no config.yaml)")
     config = RunConfig.model_validate(yaml.safe_load(config_path.read_text()))
-    return config, load_dataset(config.data), Recommender.load(run_dir / "model")
+    return config, run_dataset(run_dir, config), Recommender.load(run_dir / "model")
+
+
+def run_dataset(run_dir: Path, config: RunConfig) -> Dataset:
+    """The dataset RUN_DIR was trained on: its snapshot, never the live source file (which may have changed).
+
+    Runs written before snapshots existed load the source and must match the recorded digest (or, older
+    still, the recorded counts); a mismatch is an error, not a silently different catalogue.
+    """
+    if (run_dir / SNAPSHOT / "manifest.json").exists():
+        return Dataset.load(run_dir / SNAPSHOT)
+    dataset = load_dataset(config.data)
+    recorded = read_json(run_dir / "dataset.json") if (run_dir / "dataset.json").exists() else {}
+    if "digest" in recorded and recorded["digest"] != dataset.digest():
+        raise ArtifactError(f"{run_dir / 'dataset.json'}: the dataset source {config.data.name!r} has changed "
+                            "since this run was trained (content digest differs) and the run has no snapshot")
+    if "stats" in recorded and recorded["stats"] != dataset.stats():
+        raise ArtifactError(f"{run_dir / 'dataset.json'}: the dataset now loaded ({dataset.stats()}) is not "
+                            f"the one this run was trained on ({recorded['stats']})")
+    return dataset
 
 
 def read_metrics(run_dir: str | Path) -> dict:

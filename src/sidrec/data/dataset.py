@@ -6,6 +6,7 @@ popularity count is a vectorised gather, never a loop over users.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -73,6 +74,19 @@ class Dataset:
             "sparsity": round(1.0 - n / max(n_u * n_i, 1), 6),
             "eval_users": int(self.eval_users.numel()),
         }
+
+    def digest(self) -> str:
+        """SHA-256 of the content (ids, sequences, item metadata): what a cache of anything built on it is keyed by.
+
+        Counts alone miss a renamed item or an edited title; a digest of the values does not.
+        """
+        sha = hashlib.sha256()
+        for ids in (self.user_ids, self.item_ids):
+            sha.update(np.asarray(ids).astype(str).astype("U").tobytes())
+        sha.update(self.offsets.numpy().astype(np.int64).tobytes())
+        sha.update(self.sequence_items.numpy().astype(np.int64).tobytes())
+        sha.update(self.items.to_csv(index=False).encode())
+        return sha.hexdigest()
 
     # --- splits --------------------------------------------------------------------------------
     def train_lengths(self) -> torch.Tensor:

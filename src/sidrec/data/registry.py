@@ -12,9 +12,9 @@ from typing import Callable
 
 from sidrec.config import DataConfig
 from sidrec.data import readers
-from sidrec.data.dataset import Dataset, build_dataset
+from sidrec.data.dataset import FORMAT_VERSION, Dataset, build_dataset
 from sidrec.data.readers import DataFormatError, RawData
-from sidrec.io import ArtifactError
+from sidrec.io import ArtifactError, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,11 @@ DATASETS: dict[str, tuple[str, Callable]] = {
 
 
 def _cache_key(config: DataConfig, files: list[Path]) -> str:
+    """The options, the dataset format and the *content* of the source files: an edit that keeps the size
+    and the mtime still builds a new dataset (path, size and mtime used to be the key)."""
     payload = config.model_dump(exclude={"cache_dir", "data_dir"})
-    payload["files"] = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
+    payload["format_version"] = FORMAT_VERSION
+    payload["files"] = [[f.name, file_sha256(f)] for f in files if f.exists()]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

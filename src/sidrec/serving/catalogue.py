@@ -14,7 +14,7 @@ import pandas as pd
 
 from sidrec.config import RunConfig
 from sidrec.data import Dataset
-from sidrec.io import ArtifactError, read_json
+from sidrec.io import ArtifactError
 from sidrec.models import Recommender
 from sidrec.pipeline import load_run
 from sidrec.manifest import MANIFEST, verify_run
@@ -79,11 +79,6 @@ def open_run(run_dir: str | Path, verify: bool = True) -> ServedRun:
     if verify and (run_dir / MANIFEST).exists():
         verify_run(run_dir)
     config, dataset, model = load_run(run_dir)
-    if (run_dir / "dataset.json").exists():
-        recorded = read_json(run_dir / "dataset.json").get("stats")
-        if recorded is not None and recorded != dataset.stats():
-            raise ArtifactError(f"{run_dir / 'dataset.json'}: the dataset now loaded ({dataset.stats()}) is not "
-                                f"the one this run was trained on ({recorded})")
     catalogue = load_catalogue(run_dir, dataset)
     if model.n_items != len(catalogue):
         raise ArtifactError(f"{run_dir / 'model'}: model covers {model.n_items} items but the catalogue has "
