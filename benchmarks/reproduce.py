@@ -33,11 +33,14 @@ from sidrec.reporting.collect import curve_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
-MODELS = ["popularity", "sasrec", "tiger", "tiger_history_once", "tiger_grid", "tiger_nurqvae", "card",
-          "card_history_once", "rpg", "asymrec", "card_asymrec"]
+MODELS = ["popularity", "sasrec", "tiger", "tiger_history_once", "tiger_grid", "tiger_nurqvae", "tiger_grid_nurqvae",
+          "card", "card_history_once", "rpg", "asymrec", "card_asymrec"]
 # Named variants of a preset: (preset, overrides), stated in the run's config.yaml like any --set.
 HISTORY_ONCE = ["model.sample_mode=history_once", "train.batch_size=128"]  # same accuracy as per-prefix, cheaper
-VARIANTS = {"tiger_history_once": ("tiger", HISTORY_ONCE), "card_history_once": ("card", HISTORY_ONCE)}
+# CARD's quantizer (NU-RQ-VAE 4 x 256, Sinkhorn last level) under the GRID recipe: against `tiger_grid` only the IDs differ.
+NU_RQ_VAE = ["tokenize.name=nurqvae", "tokenize.resolution=sinkhorn", "tokenize.n_levels=4"]
+VARIANTS = {"tiger_history_once": ("tiger", HISTORY_ONCE), "card_history_once": ("card", HISTORY_ONCE),
+            "tiger_grid_nurqvae": ("tiger_grid", NU_RQ_VAE)}
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
            "recall@10_head", "recall@10_tail", "coverage@10"]
 LABELS = ["R@5", "R@10", "R@20", "N@5", "N@10", "N@20", "R@10 head", "R@10 tail", "Cov@10"]
