@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -77,3 +79,17 @@ def test_card_and_collaborative_embeddings_get_a_collaborative_model_by_default(
     assert load_config(None, ["embed.name=collaborative"]).collaborative.model.name == "sasrec"
     assert load_config(None, ["embed.name=card"]).collaborative is not None
     assert load_config(None, ["embed.name=text"]).collaborative is None
+
+
+def test_data_without_training_transitions_is_refused_in_one_line(tmp_path):
+    # Every user has 3 items: 1 training item, no next item to learn (was `cannot convert float NaN to integer`).
+    (tmp_path / "seq.txt").write_text("".join(f"u{u} i{u % 5} i{(u + 1) % 5} i{(u + 2) % 5}\n" for u in range(20)))
+    sets = ["data.name=custom", "data.format=p5", f"data.path={tmp_path / 'seq.txt'}", f"data.cache_dir={tmp_path / 'd'}",
+            f"cache_dir={tmp_path / 's'}", "train.progress=false"]
+    result = subprocess.run([sys.executable, "-m", "sidrec.cli", "run", "sasrec", *[a for kv in sets for a in ("--set", kv)],
+                             "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "has no training transitions" in " ".join(result.stdout.split()) and "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "r" / "model").exists()
+    config = load_config(None, [*sets, "model.name=popularity"])  # closed form: needs no transitions
+    assert pipeline.run(config, tmp_path / "p")["test"]["users"] == 20

@@ -39,7 +39,7 @@ import yaml
 
 from sidrec import __version__, rundir
 from sidrec.config import ConfigError, RunConfig
-from sidrec.data import Dataset, load_dataset
+from sidrec.data import DataFormatError, Dataset, load_dataset
 from sidrec.evaluation import evaluate
 from sidrec.evaluation.report import results_table
 from sidrec.features import ItemEmbeddings, build_encoder
@@ -125,6 +125,10 @@ def fit_model(model: Recommender, dataset: Dataset, train_config, eval_config, o
     if hasattr(model, "fit_counts"):
         model.fit_counts(dataset.item_popularity())
         return {"train_seconds": round(time.perf_counter() - start, 3)}
+    if int((dataset.train_lengths() - 1).clamp(min=0).sum()) == 0:
+        raise DataFormatError(f"dataset {dataset.name!r} ({dataset.info.get('source', 'no source')}) has no training "
+                              f"transitions: no user's training part (all but the last 2 items) holds 2 items, so "
+                              f"{type(model).__name__} has no next item to learn; only `popularity` fits such data")
     trainer = Trainer(model, train_config, out_dir, select_metric=eval_config.select_metric)
     return trainer.fit(model.make_batches(dataset, train_config.batch_size),
                        lambda m: evaluate(m, dataset, "valid", eval_config, sample=eval_config.select_users),
