@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test env clean
+.PHONY: demo test env clean wheel-check
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: env
 
 test: env
 	$(PY) -m pytest
+
+wheel-check:  # the built wheel, core dependencies only, in a fresh venv, run from outside the checkout
+	.ci/wheel-check
 
 clean:
 	rm -rf $(VENV) runs .cache

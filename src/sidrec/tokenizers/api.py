@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
-
+from sidrec.extras import install_hint
 from sidrec.features.embeddings import ItemEmbeddings
 from sidrec.io import write_json
 from sidrec.tokenizers.base import Tokenizer, build_tokenizer
@@ -19,6 +21,7 @@ SIDS_FILE = "sids.safetensors"
 REPORT_FILE = "sids_report.json"
 USAGE_PLOT = "code_usage.png"
 LATENT_PLOT = "latents.png"
+log = logging.getLogger(__name__)
 
 
 def tokenize(
@@ -61,10 +64,14 @@ def tokenize(
         out_dir = Path(out_dir)
         tokenizer.save(out_dir / TOKENIZER_DIR)
         sids.save(out_dir / SIDS_FILE)
-        plot_code_usage(codes, tokenizer.codebook_sizes, out_dir / USAGE_PLOT)
-        latents = tokenizer.latents(x)
-        if latents is not None:
-            plot_latents(*latents, out_dir / LATENT_PLOT)
+        if importlib.util.find_spec("matplotlib") is None:  # the report draws the same charts without it
+            log.warning("tokenize: %s and %s not drawn (matplotlib is missing: %s)", USAGE_PLOT, LATENT_PLOT,
+                        install_hint("plots"))
+        else:
+            plot_code_usage(codes, tokenizer.codebook_sizes, out_dir / USAGE_PLOT)
+            latents = tokenizer.latents(x)
+            if latents is not None:
+                plot_latents(*latents, out_dir / LATENT_PLOT)
         write_json(out_dir / REPORT_FILE, report)
     return tokenizer, sids, report
 

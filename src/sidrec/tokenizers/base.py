@@ -16,6 +16,7 @@ import torch
 
 from sidrec.io import ArtifactError, file_sha256, load_tensors, read_json, save_tensors, write_json
 from sidrec.numerics import deterministic_algorithms
+from sidrec.tokenizers.kmeans import FAISS
 
 TOKENIZERS: dict[str, type["Tokenizer"]] = {}
 
@@ -83,6 +84,10 @@ class Tokenizer(abc.ABC):
             raise TypeError(f"{type(self).__name__}: unknown option(s) {unknown}; valid: {sorted(self.defaults)}")
         self.options: dict[str, Any] = {**self.defaults, **options}
         self.input_dim: int | None = None
+
+    def requirements(self) -> list[tuple[str, str, str]]:
+        """Optional packages a fit needs, as `sidrec.extras.require` arguments (checked before a run starts)."""
+        return [FAISS]
 
     # ----- hooks -------------------------------------------------------------------------------
     @property

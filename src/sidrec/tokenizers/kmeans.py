@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import torch
+
+from sidrec.extras import require
+
+
+FAISS = ("faiss", "faiss", "k-means (every tokenizer's codebook initialisation, rkmeans, pq, opq)")
+
+
+def faiss_module():
+    return require(*FAISS)
 
 
 def kmeans(x: torch.Tensor, k: int, *, niter: int = 25, seed: int = 0) -> torch.Tensor:
@@ -13,7 +21,7 @@ def kmeans(x: torch.Tensor, k: int, *, niter: int = 25, seed: int = 0) -> torch.
     if n < k:
         raise ValueError(f"k-means needs at least k={k} training vectors, got {n}; lower codebook_size")
     data = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-    km = faiss.Kmeans(d, k, niter=niter, seed=int(seed), verbose=False)
+    km = faiss_module().Kmeans(d, k, niter=niter, seed=int(seed), verbose=False)
     km.train(data)
     return torch.from_numpy(km.centroids.copy()).to(x.device)
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import faiss
 import numpy as np
 import torch
 
 from sidrec.tokenizers.base import Tokenizer, register
-from sidrec.tokenizers.kmeans import kmeans, sq_distances
+from sidrec.tokenizers.kmeans import faiss_module, kmeans, sq_distances
 
 
 @register("pq")
@@ -40,6 +39,7 @@ class PQ(Tokenizer):
         if n < k:
             raise ValueError(f"PQ needs at least codebook_size={k} training vectors, got {n}")
         if self.rotate:
+            faiss = faiss_module()
             opq = faiss.OPQMatrix(d, m)
             opq.niter = int(self.options["opq_iters"])
             inner_pq = faiss.ProductQuantizer(d, m, int(math.log2(k)))  # rotation learned at our K (2^floor(log2 K))

@@ -9,21 +9,14 @@ from __future__ import annotations
 import numbers
 from pathlib import Path
 
-from sidrec.config import ConfigError
-
-EXTRA = "pip install 'sidrec[tensorboard]'"
-
-
-class MissingExtraError(ConfigError, ImportError):
-    """An optional feature was asked for without its extra; a ConfigError so the CLI prints it plainly."""
-
+from sidrec.extras import MissingExtraError, install_hint
 
 def summary_writer_class() -> type:
     """torch's SummaryWriter; asking for TensorBoard logs without the package is an error, never a silent no-op."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
-        raise MissingExtraError(f"train.log_dir is set, but TensorBoard is not installed: {EXTRA}") from exc
+        raise MissingExtraError(f"train.log_dir is set, but TensorBoard is not installed: {install_hint('tensorboard')}") from exc
     return SummaryWriter
 
 
