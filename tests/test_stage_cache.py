@@ -109,3 +109,17 @@ def test_the_snapshot_is_covered_by_the_manifest(tmp_path, data_sets):
     pipeline.run(load_config(None, data_sets + ["model.name=popularity"]), tmp_path / "run")
     files = read_json(tmp_path / "run" / "manifest.json")["files"]
     assert {"dataset/manifest.json", "dataset/interactions.parquet", "dataset/items.parquet"} <= set(files)
+
+
+def test_a_resumed_run_keeps_its_own_dataset_and_stages_whatever_the_cache_says_now(tmp_path, data_sets, p5_files,
+                                                                                   monkeypatch):
+    sets = data_sets + ["embed.name=text", f"embed.cache_dir={tmp_path / 'emb'}", "embed.show_progress=false"]
+    first = pipeline.build_artifacts(load_config(None, sets), tmp_path / "run", until="embed")
+    monkeypatch.setitem(pipeline.STAGE_REVISIONS, "embed", pipeline.STAGE_REVISIONS["embed"] + 1)  # newer code
+    same_size_edit(p5_files / "seq.txt", "i03", "i3x")  # and a changed source
+    resumed = pipeline.build_artifacts(load_config(None, sets), tmp_path / "run", until="embed", resume=True)
+    assert list(resumed.dataset.item_ids) == list(first.dataset.item_ids)
+    assert torch.equal(resumed.embeddings.vectors, first.embeddings.vectors)
+    assert len(stage_folders(tmp_path, "embed")) == 1  # nothing rebuilt
+    fresh = pipeline.build_artifacts(load_config(None, sets), tmp_path / "run", until="embed")  # not a resume: rebuilt
+    assert "i3x" in set(fresh.dataset.item_ids) and len(stage_folders(tmp_path, "embed")) == 2

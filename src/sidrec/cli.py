@@ -95,7 +95,7 @@ def train(config: str = typer.Argument(..., help="preset name or YAML file"),
     """Train the configured model (validation selects the epoch); the test split is not read."""
     cfg = _config(config, overrides)
     with pipeline.writing(cfg, out, resume):
-        _, summary = pipeline.train(cfg, pipeline.build_artifacts(cfg, out), out, resume=resume)
+        _, summary = pipeline.train(cfg, pipeline.build_artifacts(cfg, out, resume=resume), out, resume=resume)
         if pipeline.rank_and_world()[0] == 0:
             write_manifest(out)
     console.print({k: v for k, v in summary.items() if k != "history"})

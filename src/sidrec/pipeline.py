@@ -66,9 +66,12 @@ def save_config(config: RunConfig, path: Path) -> None:
         tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
-def prepare(config: RunConfig, run_dir: Path | None = None) -> Dataset:
+def prepare(config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> Dataset:
+    """The dataset, snapshotted into RUN_DIR; a resumed run keeps the snapshot it started on."""
+    if resume and run_dir is not None and (run_dir / SNAPSHOT / "manifest.json").exists():
+        return Dataset.load(run_dir / SNAPSHOT)
     dataset = load_dataset(config.data)
-    if run_dir is not None:
+    if run_dir is not None and rank_and_world()[0] == 0:
         digest = dataset.digest()
         if not ((run_dir / SNAPSHOT / "manifest.json").exists() and (run_dir / "dataset.json").exists()
                 and read_json(run_dir / "dataset.json").get("digest") == digest):
@@ -88,14 +91,24 @@ class Artifacts:
     embeddings: ItemEmbeddings | None = None
     sids: SemanticIDs | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    resume: bool = False  # a resumed run keeps the stage folders it was started with
 
 
 def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def cached_stage(name: str, key: str, config: RunConfig, run_dir: Path, build: Callable[[Path], None]) -> Path:
-    """Build a stage's folder once per fingerprint (atomically, in the cache); rank 0 copies it into the run."""
+def cached_stage(name: str, key: str, config: RunConfig, run_dir: Path, build: Callable[[Path], None],
+                 resume: bool = False) -> Path:
+    """Build a stage's folder once per fingerprint (atomically, in the cache); rank 0 copies it into the run.
+
+    A resumed run reads the folder already in RUN_DIR: its checkpoint was trained on those semantic IDs,
+    and a stage rebuilt under newer code (another key) could hand it different ones.
+    """
+    target = run_dir / name
+    if resume and (target / "stage.json").exists():
+        log.info("stage %s: resuming with the run's own %s", name, target)
+        return target
     cache = Path(config.cache_dir) / f"{name}-{key}"
     if not (cache / "stage.json").exists():
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +125,6 @@ def cached_stage(name: str, key: str, config: RunConfig, run_dir: Path, build: C
             shutil.rmtree(tmp, ignore_errors=True)
     else:
         log.info("stage %s: reusing %s", name, cache)
-    target = run_dir / name
     if rank_and_world()[0] == 0 and not (target.exists() and read_json(target / "stage.json") == read_json(cache / "stage.json")):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(cache, target)
@@ -150,7 +162,7 @@ def collaborative_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> Non
         ItemEmbeddings(model.item_embeddings().detach(), f"collaborative:{section.model.name}",
                        {f"best_valid_{config.eval.select_metric}": summary.get(f"best_valid_{config.eval.select_metric}")}).save(folder / "item_embeddings.safetensors")
 
-    folder = cached_stage("collaborative", key, config, run_dir, build)
+    folder = cached_stage("collaborative", key, config, run_dir, build, art.resume)
     art.collaborative = ItemEmbeddings.load(folder / "item_embeddings.safetensors")
     art.fingerprint = key
 
@@ -162,7 +174,7 @@ def embed_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
         encoder = build_encoder(config.embed.name, **config.embed.options())
         encoder.encode(art.dataset.items, collaborative=art.collaborative).save(folder / "embeddings.safetensors")
 
-    folder = cached_stage("embed", key, config, run_dir, build)
+    folder = cached_stage("embed", key, config, run_dir, build, art.resume)
     art.embeddings = ItemEmbeddings.load(folder / "embeddings.safetensors")
     art.fingerprint = key
 
@@ -180,16 +192,17 @@ def tokenize_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
     def build(folder: Path) -> None:
         tokenize(art.embeddings, config.tokenize.name, resolution=resolution, options=options, out_dir=folder)
 
-    folder = cached_stage("tokenize", key, config, run_dir, build)
+    folder = cached_stage("tokenize", key, config, run_dir, build, art.resume)
     art.sids = SemanticIDs.load(folder / SIDS_FILE)
     art.fingerprint = key
 
 
-def build_artifacts(config: RunConfig, run_dir: Path, until: str | None = None) -> Artifacts:
+def build_artifacts(config: RunConfig, run_dir: Path, until: str | None = None, resume: bool = False) -> Artifacts:
     """Every stage before the model (or up to `until`), each reused from cache when its inputs are unchanged."""
-    dataset = prepare(config, run_dir if rank_and_world()[0] == 0 else None)
+    dataset = prepare(config, run_dir, resume)
     art = Artifacts(dataset, fingerprint("data", STAGE_REVISIONS["data"], __version__,
-                                         config.data.model_dump(exclude={"cache_dir", "data_dir"}), dataset.digest()))
+                                         config.data.model_dump(exclude={"cache_dir", "data_dir"}), dataset.digest()),
+                    resume=resume)
     for name, needed, stage in (("collaborative", config.collaborative, collaborative_stage),
                                 ("embed", config.embed, embed_stage), ("tokenize", config.tokenize, tokenize_stage)):
         if needed is not None:
@@ -265,7 +278,7 @@ def run(config: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
 def _run(config: RunConfig, run_dir: Path, resume: bool) -> dict:
     start = time.perf_counter()
     rank = rank_and_world()[0]
-    art = build_artifacts(config, run_dir)
+    art = build_artifacts(config, run_dir, resume=resume)
     model, summary = train(config, art, run_dir, resume=resume)
     metrics = {
         "model": config.model.name,
