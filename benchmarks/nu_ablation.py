@@ -10,7 +10,8 @@ amazon-beauty`) or CARD's unit images (`--data card:ml-100k`), built by the pipe
 stage (shared cache). Both sides of the RQ-VAE pair standardise their inputs (NU-RQ-VAE's default). For each fit: utilisation, perplexity and Gini of every
 level, collision rate before any resolution, reconstruction MSE, and, for the transforms, the
 statistics of what they act on (latent std per dimension, the fitted a and b). Also two synthetic
-skewed sets (log-normal, power-law). Writes benchmarks/results/nu_ablation.{md,json}.
+skewed sets (log-normal, power-law). Writes benchmarks/results/nu_ablation.{md,json}; `--append` keeps the
+rows of datasets not run this time, so the table can grow one dataset at a time.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from sidrec import pipeline
 from sidrec.cli import flush_subnormals
 from sidrec.config import load_config, resolve_preset
-from sidrec.io import atomic_path, write_json
+from sidrec.io import atomic_path, read_json, write_json
 from sidrec.tokenizers import build_tokenizer
 from sidrec.tokenizers.metrics import code_counts, collision_stats, level_stats
 from sidrec.tokenizers.nonuniform import KumaraswamyTransform
@@ -91,16 +92,17 @@ def measure(name: str, options: dict, x: torch.Tensor) -> dict:
     return row
 
 
-def markdown(results: list[dict], meta: dict) -> str:
+def markdown(results: list[dict]) -> str:
     lines = ["# Non-uniform transform ablation (`benchmarks/nu_ablation.py`)", "",
-             f"{meta['date']}, commit {meta['commit']}, {meta['cpu']}, {meta['threads']} threads, seed {meta['seed']}. "
              "Each pair shares every option and the seed; the right-hand side adds CARD's transform h "
              "(Kumaraswamy behind a running standardiser, unit space). Utilisation / perplexity / Gini per level, "
              "collision rate before any resolution (lower = more distinct codes), reconstruction MSE in the input space. "
              "Latent std / skew: the per-dimension statistics of what h acts on (min / median / max std); "
              "a, b: min / median / max of the fitted Kumaraswamy parameters.", ""]
     for data in dict.fromkeys(r["data"] for r in results):
-        lines += [f"## {data}", "", "| pair | side | utilisation | perplexity | Gini | collisions | recon MSE | "
+        meta = next(r["meta"] for r in results if r["data"] == data)
+        lines += [f"## {data}", "", f"{meta['date']}, commit {meta['commit']}, {meta['cpu']}, {meta['threads']} threads, "
+                  f"seed {meta['seed']}.", "", "| pair | side | utilisation | perplexity | Gini | collisions | recon MSE | "
                   "latent std | latent skew | a | b | fit s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in (r for r in results if r["data"] == data):
             for side in ("plain", "nu"):
@@ -120,6 +122,8 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="+", type=int, default=list(range(len(PAIRS))), help="indices into PAIRS")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows of the other datasets already in nu_ablation.json (each row keeps its own run facts)")
     args = parser.parse_args()
     flush_subnormals()
     torch.set_num_threads(args.threads)
@@ -127,6 +131,8 @@ def main() -> None:
 
     meta = {**machine(), "date": datetime.date.today().isoformat(), "seed": args.seed}
     results = []
+    if args.append and OUT.with_suffix(".json").exists():
+        results = [r for r in read_json(OUT.with_suffix(".json"))["results"] if r["data"] not in args.data and "meta" in r]
     for data in args.data:
         x = synthetic(data, seed=args.seed) if data in ("log-normal", "power-law") else embeddings(data)
         for index in args.pairs:
@@ -134,12 +140,12 @@ def main() -> None:
             shared = {**shared, "seed": args.seed}
             if "proj_dim" in shared:
                 shared["proj_dim"] = min(shared["proj_dim"], x.shape[1])
-            row = {"data": data, "pair": label, "plain": measure(plain, shared, x), "nu": measure(nu, {**shared, **extra}, x)}
+            row = {"data": data, "meta": meta, "pair": label, "plain": measure(plain, shared, x), "nu": measure(nu, {**shared, **extra}, x)}
             results.append(row)
             print(data, label, "collisions", row["plain"]["collision_rate"], "->", row["nu"]["collision_rate"], flush=True)
-            write_json(OUT.with_suffix(".json"), {"meta": meta, "results": results})
+            write_json(OUT.with_suffix(".json"), {"results": results})
             with atomic_path(OUT.with_suffix(".md")) as tmp:
-                tmp.write_text(markdown(results, meta) + "\n")
+                tmp.write_text(markdown(results) + "\n")
     print(OUT.with_suffix(".md").read_text())
 
 
