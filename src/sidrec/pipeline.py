@@ -57,7 +57,7 @@ from sidrec.training.distributed import rank_and_world
 
 log = logging.getLogger(__name__)
 # Bump a stage's revision when a change to its code changes what it produces: its cached artifacts go stale.
-STAGE_REVISIONS = {"data": 1, "collaborative": 1, "embed": 1, "tokenize": 2}
+STAGE_REVISIONS = {"data": 1, "collaborative": 1, "embed": 1, "tokenize": 3}  # 3: Kumaraswamy MLE on flat dims
 SNAPSHOT = "dataset"
 
 

@@ -199,6 +199,16 @@ def test_fit_kumaraswamy_recovers_parameters():
     assert torch.allclose(a, a_true, rtol=0.08) and torch.allclose(b, b_true, rtol=0.08)
 
 
+def test_fit_kumaraswamy_leaves_a_constant_column_as_the_identity():
+    """A dead embedding dimension (Beauty's MiniLM has three) once got b = 3.8e14 from a divergent MLE."""
+    torch.manual_seed(0)
+    skewed = torch.distributions.Kumaraswamy(torch.tensor(0.5), torch.tensor(3.0)).sample((5000, 1))
+    u = torch.cat([skewed, torch.full((5000, 1), 0.5)], dim=1)
+    a, b = fit_kumaraswamy(u)
+    assert a[1] == 1.0 and b[1] == 1.0
+    assert abs(a[0] - 0.5) < 0.05 and abs(b[0] - 3.0) < 0.3
+
+
 @pytest.mark.parametrize("name, levels", [("rkmeans", {"n_levels": 2}), ("pq", {"n_subspaces": 2})])
 def test_nonuniform_wrapper_spreads_codes_on_skewed_data(skewed, name, levels):
     """The defining property of the plug-and-play transform: more even codebook use, fewer collisions

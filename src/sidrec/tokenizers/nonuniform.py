@@ -301,4 +301,8 @@ def fit_kumaraswamy(
             torch.where(left, f1, f_new),
         )
     log_a = (lo + hi) / 2
-    return log_a.exp().float(), profile(log_a)[1].float()
+    a, b = log_a.exp(), profile(log_a)[1]
+    # A (near-)constant column has no maximum: the likelihood grows without bound as K collapses onto the
+    # point (Beauty's MiniLM embeddings have 3 dead dimensions: b reached 3.8e14). Leave it alone (a = b = 1).
+    flat = (log_u.max(0).values - log_u.min(0).values) < 1e-6
+    return torch.where(flat, 1.0, a).float(), torch.where(flat, 1.0, b).float()
