@@ -43,7 +43,7 @@ from sidrec.data import DataFormatError, Dataset, load_dataset
 from sidrec.evaluation import evaluate
 from sidrec.extras import require
 from sidrec.evaluation.report import results_table
-from sidrec.features import ItemEmbeddings, build_encoder
+from sidrec.features import ItemEmbeddings, build_encoder, encoder_requirements
 from sidrec.io import ArtifactError, atomic_path, read_json, write_json
 from sidrec.manifest import write_manifest
 from sidrec.models import Recommender, build_model
@@ -66,19 +66,20 @@ def save_config(config: RunConfig, path: Path) -> None:
         tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
-def prepare(config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> Dataset:
-    """The dataset, snapshotted into RUN_DIR; a resumed run keeps the snapshot it started on."""
+def prepare(config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> tuple[Dataset, str]:
+    """The dataset and its content digest, snapshotted into RUN_DIR; a resumed run keeps the snapshot it started on."""
     if resume and run_dir is not None and (run_dir / SNAPSHOT / "manifest.json").exists():
-        return Dataset.load(run_dir / SNAPSHOT)
+        dataset = Dataset.load(run_dir / SNAPSHOT)
+        return dataset, dataset.digest()
     dataset = load_dataset(config.data)
+    digest = dataset.digest()
     if run_dir is not None and rank_and_world()[0] == 0:
-        digest = dataset.digest()
         if not ((run_dir / SNAPSHOT / "manifest.json").exists() and (run_dir / "dataset.json").exists()
                 and read_json(run_dir / "dataset.json").get("digest") == digest):
             dataset.save(run_dir / SNAPSHOT)
         write_json(run_dir / "dataset.json", {"name": dataset.name, "stats": dataset.stats(), "digest": digest,
                                               **dataset.info})
-    return dataset
+    return dataset, digest
 
 
 @dataclass
@@ -199,9 +200,9 @@ def tokenize_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
 
 def build_artifacts(config: RunConfig, run_dir: Path, until: str | None = None, resume: bool = False) -> Artifacts:
     """Every stage before the model (or up to `until`), each reused from cache when its inputs are unchanged."""
-    dataset = prepare(config, run_dir, resume)
+    dataset, digest = prepare(config, run_dir, resume)
     art = Artifacts(dataset, fingerprint("data", STAGE_REVISIONS["data"], __version__,
-                                         config.data.model_dump(exclude={"cache_dir", "data_dir"}), dataset.digest()),
+                                         config.data.model_dump(exclude={"cache_dir", "data_dir"}), digest),
                     resume=resume)
     for name, needed, stage in (("collaborative", config.collaborative, collaborative_stage),
                                 ("embed", config.embed, embed_stage), ("tokenize", config.tokenize, tokenize_stage)):
@@ -234,8 +235,8 @@ def validate(config: RunConfig) -> None:
         spec = config.collaborative.model
         checks.append(("collaborative.model", lambda: model_options(spec.name, spec.options(), "collaborative.model")))
     if config.embed is not None:
-        checks.append(("embed", lambda: needs.extend(getattr(build_encoder(config.embed.name, **config.embed.options()),
-                                                             "requirements", list)())))
+        checks.append(("embed", lambda: needs.extend(encoder_requirements(build_encoder(config.embed.name,
+                                                                                        **config.embed.options())))))
     if config.tokenize is not None:
         options = config.tokenize.options()
         resolution = options.pop("resolution", "dedup")

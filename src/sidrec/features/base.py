@@ -50,6 +50,12 @@ def register_encoder(name: str, target: str | Callable[..., ItemEncoder]) -> Non
     ENCODERS[name] = target
 
 
+def encoder_requirements(encoder: ItemEncoder) -> list[tuple[str, str, str]]:
+    """Optional packages `encoder` imports (`sidrec.extras.require` arguments); none unless it declares them."""
+    requirements = getattr(encoder, "requirements", None)
+    return requirements() if requirements is not None else []
+
+
 def build_encoder(name: str, **options: Any) -> ItemEncoder:
     """Instantiate the registered encoder `name` with keyword `options`."""
     if name not in ENCODERS:

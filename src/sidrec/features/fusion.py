@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from sidrec.features.base import DEFAULT_CACHE_DIR, build_encoder
+from sidrec.features.base import DEFAULT_CACHE_DIR, build_encoder, encoder_requirements
 from sidrec.features.embeddings import ItemEmbeddings
 
 
@@ -98,8 +98,7 @@ class FusionEncoder:
 
     def requirements(self) -> list[tuple[str, str, str]]:
         return [need for part in self.parts
-                for need in getattr(build_encoder(part["name"], **{k: v for k, v in part.items() if k != "name"}),
-                                    "requirements", list)()]
+                for need in encoder_requirements(build_encoder(part["name"], **{k: v for k, v in part.items() if k != "name"}))]
 
     def encode(self, items: pd.DataFrame, embeddings: Sequence[ItemEmbeddings] | None = None, **ctx: Any) -> ItemEmbeddings:
         if embeddings is None:
