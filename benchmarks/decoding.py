@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from sidrec.io import atomic_path, write_json  # noqa: E402
 from sidrec.models import build_model  # noqa: E402
-from sidrec.tokenizers.semantic_ids import SemanticIDs  # noqa: E402
+from sidrec.semantic_ids import SemanticIDs  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -61,7 +61,8 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log every 
 def datasets(data_dir: str = typer.Option("../shared/data", help="folder with the amazon-* datasets")) -> None:
     """List the named datasets and whether their files are available here."""
     table = Table("name", "description", "available")
-    for name, (description, sources) in DATASETS.items():
+    for name, sources in DATASETS.items():
+        description = DATASETS.describe(name)
         if name == "custom":
             table.add_row(name, description, "–")
             continue

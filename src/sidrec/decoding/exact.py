@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from sidrec.decoding.beam_search import EOS_TOKEN, START_TOKEN, IncrementalDecoder
+from sidrec.decoding.beam_search import IncrementalDecoder
+from sidrec.semantic_ids import EOS_TOKEN, PAD_TOKEN
 from sidrec.decoding.trie import SIDTrie
 
 
@@ -22,7 +23,7 @@ def exact_item_scores(
     B = input_ids.shape[0]
     device = input_ids.device
     state = model.start(input_ids, attention_mask)
-    tokens = torch.full((B, 1), START_TOKEN, dtype=torch.long, device=device)
+    tokens = torch.full((B, 1), PAD_TOKEN, dtype=torch.long, device=device)
     scores = torch.zeros((B, 1), device=device)
     for level in range(trie.n_levels):
         offset = trie.token_offsets[level]

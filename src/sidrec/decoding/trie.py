@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.semantic_ids import SemanticIDs
 
 
 class SIDTrie:

@@ -4,7 +4,7 @@ Model libraries (sentence-transformers, transformers, EfficientNet) are imported
 encoder first needs its model, so importing this package stays cheap.
 """
 
-from sidrec.features.base import ENCODERS, ItemEncoder, build_encoder, encoder_requirements, register_encoder
+from sidrec.features.base import ENCODERS, ItemEncoder, build_encoder, encoder_requirements
 from sidrec.features.card import CardEncoder, CardLayout, nearest_neighbours, render_units, write_units
 from sidrec.features.embeddings import ItemEmbeddings
 from sidrec.features.fusion import FusionEncoder, fuse
@@ -25,7 +25,6 @@ __all__ = [
     "fuse",
     "load_backend",
     "nearest_neighbours",
-    "register_encoder",
     "render_texts",
     "render_units",
     "write_units",

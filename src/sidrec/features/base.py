@@ -8,12 +8,11 @@ everything that could change them: encoder name, model, options and the exact in
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -21,19 +20,18 @@ import torch
 
 from sidrec.features.embeddings import ItemEmbeddings
 from sidrec.io import ArtifactError
+from sidrec.registry import Registry
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path(".cache/sidrec/embeddings")
 
-# Name -> "module:attribute" so that building one encoder never imports the heavy deps of another.
-ENCODERS: dict[str, str | Callable[..., "ItemEncoder"]] = {
-    "text": "sidrec.features.text:TextEncoder",
-    "image": "sidrec.features.image:ImageEncoder",
-    "card": "sidrec.features.card:CardEncoder",
-    "fusion": "sidrec.features.fusion:FusionEncoder",
-    "collaborative": "sidrec.features.collaborative:CollaborativeEncoder",
-}
+ENCODERS = Registry("item encoder")  # lazy paths: a model library is imported only when its encoder is built
+ENCODERS.register("text", "sidrec.features.text:TextEncoder")
+ENCODERS.register("image", "sidrec.features.image:ImageEncoder")
+ENCODERS.register("card", "sidrec.features.card:CardEncoder")
+ENCODERS.register("fusion", "sidrec.features.fusion:FusionEncoder")
+ENCODERS.register("collaborative", "sidrec.features.collaborative:CollaborativeEncoder")
 
 
 @runtime_checkable
@@ -45,11 +43,6 @@ class ItemEncoder(Protocol):
     def encode(self, items: pd.DataFrame, **ctx: Any) -> ItemEmbeddings: ...
 
 
-def register_encoder(name: str, target: str | Callable[..., ItemEncoder]) -> None:
-    """Add an encoder factory (a callable or a lazy "module:attribute" path) under `name`."""
-    ENCODERS[name] = target
-
-
 def encoder_requirements(encoder: ItemEncoder) -> list[tuple[str, str, str]]:
     """Optional packages `encoder` imports (`sidrec.extras.require` arguments); none unless it declares them."""
     requirements = getattr(encoder, "requirements", None)
@@ -58,13 +51,7 @@ def encoder_requirements(encoder: ItemEncoder) -> list[tuple[str, str, str]]:
 
 def build_encoder(name: str, **options: Any) -> ItemEncoder:
     """Instantiate the registered encoder `name` with keyword `options`."""
-    if name not in ENCODERS:
-        raise KeyError(f"unknown item encoder {name!r}; registered: {sorted(ENCODERS)}")
-    target = ENCODERS[name]
-    if isinstance(target, str):
-        module, _, attr = target.partition(":")
-        target = getattr(importlib.import_module(module), attr)
-    return target(**options)
+    return ENCODERS.build(name, **options)
 
 
 class Fingerprint:

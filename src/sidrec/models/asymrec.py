@@ -28,7 +28,7 @@ from sidrec.features.embeddings import ItemEmbeddings
 from sidrec.models.base import Recommender, scores_top_k, truncate_histories
 from sidrec.models.causal import CausalEncoder, CausalOptions, init_transformer_weights, last_states
 from sidrec.models.sasrec import SASRec
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.semantic_ids import SemanticIDs
 
 
 class AsymRecOptions(CausalOptions):

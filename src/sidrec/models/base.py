@@ -11,9 +11,10 @@ from torch import nn
 
 from sidrec.features.embeddings import ItemEmbeddings
 from sidrec.io import ArtifactError, load_tensors, read_json, save_tensors, write_json
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.registry import Registry, UnknownNameError
+from sidrec.semantic_ids import SemanticIDs
 
-MODELS: dict[str, type["Recommender"]] = {}
+MODELS = Registry("model")  # filled by each subclass that names itself
 # Upstream artifacts a model may need, saved beside its weights so a model directory stands alone.
 CONTEXT_FILES = {"sids": ("sids.safetensors", SemanticIDs), "embeddings": ("embeddings.safetensors", ItemEmbeddings)}
 
@@ -37,7 +38,7 @@ class Recommender(nn.Module):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
-            MODELS[cls.name] = cls
+            MODELS.register(cls.name, cls)
 
     def __init__(self, options: ModelOptions, n_items: int) -> None:
         super().__init__()
@@ -63,9 +64,10 @@ class Recommender(nn.Module):
     def load(cls, directory: str | Path) -> "Recommender":
         directory = Path(directory)
         spec = read_json(directory / "model.json")
-        model_cls = MODELS.get(spec.pop("name", None))
-        if model_cls is None:
-            raise ArtifactError(f"{directory}/model.json: unknown model name")
+        try:
+            model_cls = MODELS[spec.pop("name", None)]
+        except KeyError as exc:
+            raise ArtifactError(f"{directory}/model.json: {exc}") from exc
         try:
             options = model_cls.Options.model_validate(spec.pop("options"))
         except ValidationError as exc:
@@ -83,7 +85,7 @@ class Recommender(nn.Module):
 def model_options(name: str, options: dict, section: str = "model") -> ModelOptions:
     """Validated options of model `name` (ValueError naming each bad `section.key`)."""
     if name not in MODELS:
-        raise ValueError(f"{section}.name: unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+        raise UnknownNameError(f"{section}.name: {MODELS.unknown(name)}")
     try:
         return MODELS[name].Options.model_validate(options)
     except ValidationError as exc:

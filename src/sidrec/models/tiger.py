@@ -26,9 +26,8 @@ from pydantic import Field
 
 from sidrec.data import Dataset
 from sidrec.models.base import ModelOptions, Recommender, bucketed_batches
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.semantic_ids import EOS_TOKEN, PAD_TOKEN, SemanticIDs
 
-PAD, EOS = 0, 1  # reserved token ids of SemanticIDs; PAD doubles as T5's decoder start token
 IGNORE = -100  # label of padded targets in window batches
 DEFAULT_BEAM_WIDTH = 20
 
@@ -370,7 +369,7 @@ class TIGER(Recommender):
         return kv, _additive_mask(keys, mem.dtype)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits `[B, T, vocab]` for decoder inputs `[B, T]` (start token = PAD)."""
+        """Teacher-forced logits `[B, T, vocab]` for decoder inputs `[B, T]` (start token = PAD_TOKEN)."""
         mem_kv, mem_mask = self._memory(input_ids, attention_mask)
         x = dropout(self.embed(decoder_input_ids), self.config.dropout, self.training)[:, None]
         bias = self._decoder_bias(decoder_input_ids.shape[1], x.device)
@@ -386,7 +385,7 @@ class TIGER(Recommender):
         """
         labels = batch["labels"]
         if labels.ndim == 2:
-            start = torch.full_like(labels[:, :1], PAD)
+            start = torch.full_like(labels[:, :1], PAD_TOKEN)
             logits = self(batch["input_ids"], batch["attention_mask"], torch.cat([start, labels[:, :-1]], 1))
         else:
             logits = self._window_logits(batch["input_ids"], batch["attention_mask"], labels)
@@ -405,7 +404,7 @@ class TIGER(Recommender):
         reads = (item[None, :] <= target) & (item[None, :] > target - self.config.max_history)  # [w, S]
         reads = (reads[None] & attention_mask[:, None, :]).repeat_interleave(T, dim=1)  # [B, w * T, S]
         mem_mask = _additive(reads, mem_kv[0][0].dtype)[:, None]
-        inputs = torch.cat([torch.full_like(labels[..., :1], PAD), labels[..., :-1]], -1).clamp(min=PAD)
+        inputs = torch.cat([torch.full_like(labels[..., :1], PAD_TOKEN), labels[..., :-1]], -1).clamp(min=PAD_TOKEN)
         x = dropout(self.embed(inputs), self.config.dropout, self.training)
         bias = self._decoder_bias(T, x.device)
         for layer, (k, v) in zip(self.decoder, mem_kv):
@@ -419,7 +418,7 @@ class TIGER(Recommender):
         return TigerDecodeState(mem_kv, mem_mask, self._decoder_bias(self.n_levels + 1, input_ids.device))
 
     def step(self, state: TigerDecodeState, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one token per beam (`[B, w]`, PAD first) -> next-token log-probs `[B, w, vocab]`."""
+        """Feed one token per beam (`[B, w]`, PAD_TOKEN first) -> next-token log-probs `[B, w, vocab]`."""
         t = state.length
         if t > self.n_levels:
             raise ValueError(f"decoded {t} tokens already; a TIGER target has only {self.n_levels} + eos")
@@ -469,9 +468,9 @@ class TIGER(Recommender):
         try:
             input_ids, mask = self.encoder_inputs(histories)
             B, k = items.shape
-            eos = torch.full((B, k, 1), EOS, dtype=torch.long, device=input_ids.device)
+            eos = torch.full((B, k, 1), EOS_TOKEN, dtype=torch.long, device=input_ids.device)
             targets = torch.cat([self.item_tokens[items.clamp(min=0)], eos], -1)  # [B, k, T]
-            decoder_inputs = torch.cat([torch.full_like(targets[..., :1], PAD), targets[..., :-1]], -1)
+            decoder_inputs = torch.cat([torch.full_like(targets[..., :1], PAD_TOKEN), targets[..., :-1]], -1)
             logits = self(input_ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0), decoder_inputs.flatten(0, 1))
             log_probs = torch.log_softmax(logits.float(), -1).gather(2, targets.flatten(0, 1)[..., None])[..., 0]
         finally:
@@ -490,7 +489,7 @@ class TIGER(Recommender):
                 num_layers=cfg.n_encoder_layers, num_decoder_layers=cfg.n_decoder_layers, num_heads=cfg.n_heads,
                 relative_attention_num_buckets=cfg.rel_buckets, relative_attention_max_distance=cfg.rel_max_distance,
                 dropout_rate=cfg.dropout, layer_norm_epsilon=cfg.norm_eps, feed_forward_proj="relu",
-                pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD,
+                pad_token_id=PAD_TOKEN, eos_token_id=EOS_TOKEN, decoder_start_token_id=PAD_TOKEN,
             )
         )
         missing, unexpected = hf.load_state_dict(self._hf_state_dict(), strict=False)
@@ -536,7 +535,7 @@ def history_tokens(item_tokens: torch.Tensor, window: torch.Tensor) -> tuple[tor
     ids = item_tokens[window.clamp(min=0)].flatten(1)
     mask = valid.repeat_interleave(n_levels, dim=1)
     width = max(int(mask.sum(1).max()), 1)
-    return ids.masked_fill(~mask, PAD)[:, :width], mask[:, :width]
+    return ids.masked_fill(~mask, PAD_TOKEN)[:, :width], mask[:, :width]
 
 
 def tiger_window_batches(inputs: torch.Tensor, targets: torch.Tensor, item_tokens: torch.Tensor, *,
@@ -549,7 +548,7 @@ def tiger_window_batches(inputs: torch.Tensor, targets: torch.Tensor, item_token
         raise ValueError("training windows: no user has two or more items, so there is nothing to predict")
     keep = lengths > 0
     inputs, targets, lengths = inputs[keep], targets[keep], lengths[keep]
-    eos = torch.full((1, 1, 1), EOS, dtype=torch.long)
+    eos = torch.full((1, 1, 1), EOS_TOKEN, dtype=torch.long)
 
     def make_batches(epoch: int, generator: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:
         for rows in bucketed_batches(lengths, batch_size, generator):
@@ -607,7 +606,7 @@ def tiger_batches(
     user_start = indptr[:-1].repeat_interleave(lengths)  # per position: where its user's sequence starts
     all_targets = (torch.arange(indices.numel()) > user_start).nonzero().flatten()
     trainable = (lengths >= 2).nonzero().flatten()
-    eos = torch.full((1, 1), EOS, dtype=torch.long)
+    eos = torch.full((1, 1), EOS_TOKEN, dtype=torch.long)
     if all_targets.numel() == 0:
         raise ValueError("sequences: no user has two or more items, so there is nothing to predict")
 

@@ -16,7 +16,7 @@ from sidrec.serving.catalogue import ServedRun
 from sidrec.tokenizers.api import SIDS_FILE, TOKENIZER_DIR
 from sidrec.tokenizers.base import Tokenizer
 from sidrec.tokenizers.metrics import code_counts, level_stats
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.semantic_ids import SemanticIDs
 
 
 def run_sids(run_dir: Path) -> SemanticIDs | None:

@@ -31,7 +31,7 @@ from sidrec.features import ItemEmbeddings, build_encoder
 from sidrec.io import ArtifactError
 from sidrec.tokenizers.base import Tokenizer
 from sidrec.tokenizers.collisions import collision_groups
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.semantic_ids import SemanticIDs
 from sidrec.serving.catalogue import ADDED_ITEMS, open_run
 from sidrec.manifest import write_manifest
 

@@ -1,10 +1,8 @@
 """Item tokenizers: `ItemEmbeddings` -> `SemanticIDs`."""
 
 from sidrec.tokenizers.api import load_tokenized, tokenize
-from sidrec.tokenizers.base import TOKENIZERS, Tokenizer, build_tokenizer, register_all
+from sidrec.tokenizers.base import TOKENIZERS, Tokenizer, build_tokenizer
 from sidrec.tokenizers.collisions import resolve_collisions
-from sidrec.tokenizers.semantic_ids import SemanticIDs
-
-register_all()
+from sidrec.semantic_ids import SemanticIDs
 
 __all__ = ["SemanticIDs", "TOKENIZERS", "Tokenizer", "build_tokenizer", "load_tokenized", "resolve_collisions", "tokenize"]

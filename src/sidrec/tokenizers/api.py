@@ -14,7 +14,7 @@ from sidrec.io import write_json
 from sidrec.tokenizers.base import Tokenizer, build_tokenizer
 from sidrec.tokenizers.collisions import RESOLUTIONS, resolve_collisions
 from sidrec.tokenizers.metrics import plot_code_usage, plot_latents, sid_report
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.semantic_ids import SemanticIDs
 
 TOKENIZER_DIR = "tokenizer"
 SIDS_FILE = "sids.safetensors"

@@ -16,36 +16,34 @@ import torch
 
 from sidrec.io import ArtifactError, file_sha256, load_tensors, read_json, save_tensors, write_json
 from sidrec.numerics import deterministic_algorithms
+from sidrec.registry import Registry
 from sidrec.tokenizers.kmeans import FAISS
 
-TOKENIZERS: dict[str, type["Tokenizer"]] = {}
+
+def _import_families() -> None:
+    """Registration happens on import: load every family module (new families: add them here)."""
+    from sidrec.tokenizers import mhq, nurqvae, pq, rkmeans, rqvae, transformed  # noqa: F401
+
+
+TOKENIZERS = Registry("tokenizer", populate=_import_families)
 
 CONFIG_FILE = "tokenizer.json"
 WEIGHTS_FILE = "weights.safetensors"
 
 
 def register(name: str):
-    """Class decorator: make a tokenizer buildable by `name`."""
+    """Class decorator: make a tokenizer buildable by `name` (and give the class that name)."""
 
     def deco(cls: type["Tokenizer"]) -> type["Tokenizer"]:
         cls.name = name
-        TOKENIZERS[name] = cls
-        return cls
+        return TOKENIZERS.register(name, cls)
 
     return deco
 
 
 def build_tokenizer(name: str, **options: Any) -> "Tokenizer":
     """Instantiate the tokenizer registered as `name` with keyword `options` (others keep defaults)."""
-    register_all()
-    if name not in TOKENIZERS:
-        raise KeyError(f"unknown tokenizer {name!r}; choose one of {sorted(TOKENIZERS)}")
-    return TOKENIZERS[name](**options)
-
-
-def register_all() -> None:
-    """Registration happens on import; load every family module (new families: add them here)."""
-    from sidrec.tokenizers import mhq, nurqvae, pq, rkmeans, rqvae, transformed  # noqa: F401
+    return TOKENIZERS.build(name, **options)
 
 
 def as_matrix(x: Any, *, dim: int | None = None, what: str = "embeddings") -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from sidrec.tokenizers.semantic_ids import SemanticIDs
+from sidrec.semantic_ids import SemanticIDs
 from sidrec.tokenizers.sinkhorn import sinkhorn_assign
 
 RESOLUTIONS = ("none", "dedup", "sinkhorn")

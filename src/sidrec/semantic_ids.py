@@ -1,4 +1,7 @@
-"""`SemanticIDs`: the discrete item codes a tokenizer hands to a generative model."""
+"""`SemanticIDs`: the discrete item codes a tokenizer hands to a generative model, and the reserved token ids.
+
+It sits above the stages because both sides use it: tokenizers produce it, models and decoders read it.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +13,18 @@ import torch
 
 from sidrec.io import ArtifactError, load_tensors_and_metadata, save_tensors
 
+# The token ids below every code, shared by the generator, the beam search and the exporters.
+PAD_TOKEN = 0  # padding, and T5's decoder start token
+EOS_TOKEN = 1
+N_SPECIAL_TOKENS = 2
+
 
 @dataclass
 class SemanticIDs:
     """Int matrix `[n_items, n_levels]` (row = dense item index) and the size of each level's codebook.
 
     Tokens: level l, code c -> token id `offsets[l] + c`; ids below `n_special` are reserved
-    (0 = pad, 1 = eos), so one embedding table serves every level without clashes.
+    (PAD_TOKEN, EOS_TOKEN), so one embedding table serves every level without clashes.
     """
 
     codes: torch.Tensor
@@ -24,7 +32,7 @@ class SemanticIDs:
     resolution: str = "none"
     info: dict = field(default_factory=dict)
 
-    n_special = 2
+    n_special = N_SPECIAL_TOKENS
 
     def __post_init__(self) -> None:
         self.codes = self.codes.to(torch.long)
