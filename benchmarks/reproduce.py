@@ -30,6 +30,7 @@ from sidrec.cli import flush_subnormals
 from sidrec.config import load_config, resolve_preset
 from sidrec.io import atomic_path, read_json, write_json
 from sidrec.reporting.collect import curve_of
+from sidrec.rundir import RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
@@ -73,7 +74,8 @@ def machine() -> dict:
 
 def make_row(data: str, model: str, seed: int, metrics: dict, run_dir: Path, info: dict) -> dict:
     train = metrics["train"]
-    history = read_json(run_dir / "train.json").get("history", []) if (run_dir / "train.json").exists() else []
+    log = RunLayout(run_dir).train_log
+    history = read_json(log).get("history", []) if log.exists() else []
     points = curve_of(history)
     best = train.get("best_epoch")
     return {
@@ -217,7 +219,7 @@ def main() -> None:
                     overrides = [f"data.name={data}", f"train.seed={seed}", "train.progress=false", *variant, *args.set]
                     config = load_config(resolve_preset(preset), overrides)
                     run_dir = args.runs / f"{data}-{model}-seed{seed}"
-                    metrics = pipeline.run(config, run_dir, resume=(run_dir / "checkpoints").exists())
+                    metrics = pipeline.run(config, run_dir, resume=RunLayout(run_dir).checkpoints.exists())
                     rows.append(make_row(data, model, seed, metrics, run_dir, info))
                     print(f"{data} {model} seed {seed}: test R@10 {metrics['test']['recall@10']:.4f} "
                           f"N@10 {metrics['test']['ndcg@10']:.4f} ({metrics['seconds']:.0f} s)", flush=True)

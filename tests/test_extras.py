@@ -46,6 +46,14 @@ def test_the_service_names_the_serve_extra(monkeypatch):
         sidrec.serving.create_app  # noqa: B018 - the lazy attribute is what is tested
 
 
+def test_serving_names_the_serve_extra_when_uvicorn_is_missing(monkeypatch, tmp_path):
+    hide(monkeypatch, "uvicorn")
+    from sidrec.serving import serve
+
+    with pytest.raises(MissingExtraError, match=r"the HTTP service needs the 'uvicorn' package.*sidrec\[serve\]"):
+        serve(tmp_path / "no-run")
+
+
 def test_tokenize_without_matplotlib_writes_everything_but_the_plots(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "matplotlib" else object())
     embeddings = ItemEmbeddings(torch.randn(64, 8, generator=torch.Generator().manual_seed(0)), "test")

@@ -87,3 +87,19 @@ def test_evaluate_checks_the_manifest_before_reading_the_run(p5_files, tmp_path)
     assert result.exit_code != 0 and "sha256 does not match" in str(result.exception or result.output)
     assert not (out / "eval_valid.json").exists()
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["name"] == "sasrec"
+
+
+def test_the_layout_names_every_file_a_finished_run_holds(p5_files, tmp_path):
+    """`RunLayout` is the one place a run's paths are spelled: a new artifact written anywhere else fails here."""
+    out = tmp_path / "run"
+    pipeline.run(_config(p5_files, tmp_path, "model.name=sasrec", "model.hidden=8", "train.epochs=1",
+                         "train.progress=false", "embed.name=collaborative", "collaborative.train.epochs=1",
+                         "collaborative.train.progress=false", "collaborative.model.name=sasrec",
+                         "collaborative.model.hidden=8"), out)
+    layout = rundir.RunLayout(out)
+    named = {layout.config, layout.dataset_record, layout.snapshot, layout.model, layout.checkpoints, layout.train_log,
+             layout.metrics, layout.report, layout.manifest, layout.lock, layout.stage("collaborative"),
+             layout.stage("embed")}
+    assert set(out.iterdir()) == named
+    assert layout.collaborative_embeddings.is_file() and layout.embeddings.is_file()
+    assert pipeline.read_metrics(out) == yaml.safe_load(layout.metrics.read_text())

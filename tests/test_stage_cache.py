@@ -9,6 +9,7 @@ from sidrec import pipeline
 from sidrec.config import load_config
 from sidrec.data import load_dataset
 from sidrec.io import ArtifactError, read_json, write_json
+from sidrec.rundir import RunLayout
 from sidrec.serving.catalogue import open_run
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -89,9 +90,9 @@ def test_a_run_without_snapshot_refuses_a_changed_source(tmp_path, data_sets, p5
     sets = data_sets + ["model.name=popularity"]
     config = load_config(None, sets)
     pipeline.run(config, tmp_path / "run")
-    for path in sorted((tmp_path / "run" / pipeline.SNAPSHOT).iterdir()):  # as written before snapshots existed
+    for path in sorted(RunLayout(tmp_path / "run").snapshot.iterdir()):  # as written before snapshots existed
         path.unlink()
-    (tmp_path / "run" / pipeline.SNAPSHOT).rmdir()
+    RunLayout(tmp_path / "run").snapshot.rmdir()
     assert torch.equal(pipeline.run_dataset(tmp_path / "run", config).sequence_items,
                        load_dataset(config.data).sequence_items)
     same_size_edit(p5_files / "seq.txt", "i03", "i3x")

@@ -23,8 +23,8 @@ from sidrec.data import DATASETS, DataFormatError, load_dataset
 from sidrec.evaluation import evaluate
 from sidrec.evaluation.report import results_table
 from sidrec.io import ArtifactError, atomic_path, write_json
-from sidrec.manifest import MANIFEST, verify_run, write_manifest
-from sidrec.rundir import RunDirError
+from sidrec.manifest import verify_run, write_manifest
+from sidrec.rundir import RunDirError, RunLayout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Generative recommendation with Semantic IDs: prepare data, train, evaluate, serve.")
@@ -107,20 +107,21 @@ def evaluate_command(run_dir: Path = typer.Argument(..., help="run directory mad
                      split: str = typer.Option("valid", help="valid or test"),
                      exclude_history: Optional[bool] = typer.Option(None, help="override eval.exclude_history")) -> None:
     """Evaluate a trained run on the validation (default) or test split (its manifest is checked first)."""
-    if not (run_dir / MANIFEST).exists():
-        raise ArtifactError(f"{run_dir}: no {MANIFEST}, so not a finished run (it is written when `run` or `train` ends)")
+    layout = RunLayout(run_dir)
+    if not layout.manifest.exists():
+        raise ArtifactError(f"{run_dir}: no {layout.manifest.name}, so not a finished run (it is written when `run` or `train` ends)")
     verify_run(run_dir)
     cfg, dataset, model = pipeline.load_run(run_dir)
     eval_config = cfg.eval if exclude_history is None else cfg.eval.model_copy(update={"exclude_history": exclude_history})
     metrics = evaluate(model, dataset, split, eval_config, progress=True)
-    write_json(run_dir / f"eval_{split}.json", metrics)
+    write_json(layout.evaluation(split), metrics)
     console.print(metrics)
 
 
 def _run_dir_config(run_dir: Path, config: Optional[str], overrides: Optional[list[str]],
                     section: str, name: Optional[str]) -> RunConfig:
     """The run directory's own config (else a preset), with `section` switched to algorithm `name`."""
-    source = run_dir / "config.yaml" if (run_dir / "config.yaml").exists() and not config else None
+    source = RunLayout(run_dir).config if RunLayout(run_dir).config.exists() and not config else None
     raw = load_config(source or (resolve_preset(config) if config else None)).model_dump(mode="json")
     if name:
         if (raw.get(section) or {}).get("name") != name:
@@ -131,7 +132,7 @@ def _run_dir_config(run_dir: Path, config: Optional[str], overrides: Optional[li
     if getattr(cfg, section) is None:
         raise ConfigError(f"no `{section}` section in the config: pass --{'encoder' if section == 'embed' else 'tokenizer'}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    pipeline.save_config(cfg, run_dir / "config.yaml")
+    pipeline.save_config(cfg, RunLayout(run_dir).config)
     return cfg
 
 
@@ -144,7 +145,7 @@ def embed(run_dir: Path = typer.Argument(..., help="run directory (created if mi
     cfg = _run_dir_config(run_dir, config, overrides, "embed", encoder)
     art = pipeline.build_artifacts(cfg, run_dir, until="embed")
     console.print(f"{art.embeddings.encoder}: {art.embeddings.n_items} items x {art.embeddings.dim} "
-                  f"-> {run_dir / 'embed' / 'embeddings.safetensors'} ({art.seconds})")
+                  f"-> {RunLayout(run_dir).embeddings} ({art.seconds})")
 
 
 @app.command()
@@ -157,10 +158,10 @@ def tokenize(run_dir: Path = typer.Argument(..., help="run directory (created if
     if cfg.embed is None:
         cfg = cfg.model_copy(update={"embed": AlgorithmSpec(name="text")})
     pipeline.build_artifacts(cfg, run_dir, until="tokenize")
-    report = json.loads((run_dir / "tokenize" / "sids_report.json").read_text())
+    report = json.loads(RunLayout(run_dir).sids_report.read_text())
     console.print({k: report[k] for k in ("tokenizer", "resolution", "fit_seconds") if k in report}
                   | {k: v for k, v in report.items() if "collision" in k})
-    console.print(f"report: {run_dir / 'tokenize' / 'sids_report.json'}")
+    console.print(f"report: {RunLayout(run_dir).sids_report}")
 
 
 @app.command("render-units")
@@ -172,7 +173,7 @@ def render_units(run_dir: Path = typer.Argument(..., help="run directory with a 
     """Draw CARD visual semantic units as PNGs so a person can look at them."""
     from sidrec.features import nearest_neighbours, write_units
 
-    cfg = _run_dir_config(run_dir, config, overrides, "embed", None if config or (run_dir / "config.yaml").exists() else "card")
+    cfg = _run_dir_config(run_dir, config, overrides, "embed", None if config or RunLayout(run_dir).config.exists() else "card")
     art = pipeline.build_artifacts(cfg, run_dir, until="collaborative")
     layout = {k: v for k, v in cfg.embed.options().items() if k in ("size", "image_ratio", "strip_ratio", "k")}
     neighbours = nearest_neighbours(art.collaborative, layout.get("k", 3)) if art.collaborative is not None else None

@@ -70,6 +70,8 @@ class EvalConfig(Section):
     select_users: int | None = Field(None, ge=1, description="epoch selection validates on this many users "
                                      "(a fixed, seeded sample; null = all); final valid/test use all users")
     select_seed: int = Field(0, description="seed of the epoch-selection user sample")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocasts the models' forward passes "
+                                               "while ranking (TIGER's beam search: faster with AMX, scores rounded)")
 
     @model_validator(mode="after")
     def _cut_offs_and_selection_metric(self) -> "EvalConfig":

@@ -1,17 +1,4 @@
-"""Runs the stages of a preset, each writing its artifact under one run directory.
-
-    RUN_DIR/config.yaml      the resolved configuration
-    RUN_DIR/dataset.json     dataset statistics, content digest and where its cache lives
-    RUN_DIR/dataset/         the dataset snapshot the run was trained on (evaluate, recommend, serve read it)
-    RUN_DIR/collaborative/   collaborative model + item_embeddings.safetensors   (if configured)
-    RUN_DIR/embed/           embeddings.safetensors                              (if configured)
-    RUN_DIR/tokenize/        tokenizer/, sids.safetensors, sids_report.json, plots (if configured)
-    RUN_DIR/model/           model.json + model.safetensors
-    RUN_DIR/checkpoints/     trainer state for --resume
-    RUN_DIR/train.json       per-epoch losses and validation metrics
-    RUN_DIR/metrics.json     {"valid": .., "test": .., "seconds": .., "config": ..}
-    RUN_DIR/report.md        the results table
-    RUN_DIR/manifest.json    sha256 and size of every artifact, package version
+"""Runs the stages of a preset, each writing its artifact under one run directory (its layout: `sidrec.rundir`).
 
 Stages before the model are keyed by a fingerprint of their configuration, the *content* of their
 inputs (the dataset's digest, chained through every stage) and the code (package version and the
@@ -48,7 +35,10 @@ from sidrec.io import ArtifactError, atomic_path, read_json, write_json
 from sidrec.manifest import write_manifest
 from sidrec.models import Recommender, build_model
 from sidrec.models.base import model_options
-from sidrec.tokenizers import SemanticIDs, build_tokenizer
+from sidrec.rundir import (COLLABORATIVE_EMBEDDINGS, EMBEDDINGS, STAGE_MODEL, STAGE_RECORD, STAGE_TRAIN_LOG,
+                           RunLayout)
+from sidrec.semantic_ids import SemanticIDs
+from sidrec.tokenizers import build_tokenizer
 from sidrec.tokenizers.api import SIDS_FILE, tokenize
 from sidrec.tokenizers.collisions import RESOLUTIONS
 from sidrec.training import Trainer
@@ -58,7 +48,6 @@ from sidrec.training.distributed import rank_and_world
 log = logging.getLogger(__name__)
 # Bump a stage's revision when a change to its code changes what it produces: its cached artifacts go stale.
 STAGE_REVISIONS = {"data": 1, "collaborative": 1, "embed": 1, "tokenize": 3}  # 3: Kumaraswamy MLE on flat dims
-SNAPSHOT = "dataset"
 
 
 def save_config(config: RunConfig, path: Path) -> None:
@@ -68,17 +57,18 @@ def save_config(config: RunConfig, path: Path) -> None:
 
 def prepare(config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> tuple[Dataset, str]:
     """The dataset and its content digest, snapshotted into RUN_DIR; a resumed run keeps the snapshot it started on."""
-    if resume and run_dir is not None and (run_dir / SNAPSHOT / "manifest.json").exists():
-        dataset = Dataset.load(run_dir / SNAPSHOT)
+    layout = RunLayout(run_dir) if run_dir is not None else None
+    if resume and layout is not None and Dataset.exists(layout.snapshot):
+        dataset = Dataset.load(layout.snapshot)
         return dataset, dataset.digest()
     dataset = load_dataset(config.data)
     digest = dataset.digest()
-    if run_dir is not None and rank_and_world()[0] == 0:
-        if not ((run_dir / SNAPSHOT / "manifest.json").exists() and (run_dir / "dataset.json").exists()
-                and read_json(run_dir / "dataset.json").get("digest") == digest):
-            dataset.save(run_dir / SNAPSHOT)
-        write_json(run_dir / "dataset.json", {"name": dataset.name, "stats": dataset.stats(), "digest": digest,
-                                              **dataset.info})
+    if layout is not None and rank_and_world()[0] == 0:
+        if not (Dataset.exists(layout.snapshot) and layout.dataset_record.exists()
+                and read_json(layout.dataset_record).get("digest") == digest):
+            dataset.save(layout.snapshot)
+        write_json(layout.dataset_record, {"name": dataset.name, "stats": dataset.stats(), "digest": digest,
+                                           **dataset.info})
     return dataset, digest
 
 
@@ -106,18 +96,18 @@ def cached_stage(name: str, key: str, config: RunConfig, run_dir: Path, build: C
     A resumed run reads the folder already in RUN_DIR: its checkpoint was trained on those semantic IDs,
     and a stage rebuilt under newer code (another key) could hand it different ones.
     """
-    target = run_dir / name
-    if resume and (target / "stage.json").exists():
+    target = RunLayout(run_dir).stage(name)
+    if resume and (target / STAGE_RECORD).exists():
         log.info("stage %s: resuming with the run's own %s", name, target)
         return target
     cache = Path(config.cache_dir) / f"{name}-{key}"
-    if not (cache / "stage.json").exists():
+    if not (cache / STAGE_RECORD).exists():
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache.parent))
         try:
             start = time.perf_counter()
             build(tmp)
-            write_json(tmp / "stage.json", {"stage": name, "fingerprint": key,
+            write_json(tmp / STAGE_RECORD, {"stage": name, "fingerprint": key,
                                             "seconds": round(time.perf_counter() - start, 3)})
             if cache.exists():
                 shutil.rmtree(cache)
@@ -126,7 +116,7 @@ def cached_stage(name: str, key: str, config: RunConfig, run_dir: Path, build: C
             shutil.rmtree(tmp, ignore_errors=True)
     else:
         log.info("stage %s: reusing %s", name, cache)
-    if rank_and_world()[0] == 0 and not (target.exists() and read_json(target / "stage.json") == read_json(cache / "stage.json")):
+    if rank_and_world()[0] == 0 and not (target.exists() and read_json(target / STAGE_RECORD) == read_json(cache / STAGE_RECORD)):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(cache, target)
     return cache
@@ -143,7 +133,7 @@ def fit_model(model: Recommender, dataset: Dataset, train_config, eval_config, o
         raise DataFormatError(f"dataset {dataset.name!r} ({dataset.info.get('source', 'no source')}) has no training "
                               f"transitions: no user's training part (all but the last 2 items) holds 2 items, so "
                               f"{type(model).__name__} has no next item to learn; only `popularity` fits such data")
-    trainer = Trainer(model, train_config, out_dir, select_metric=eval_config.select_metric)
+    trainer = Trainer(model, train_config, RunLayout(out_dir).checkpoints if out_dir else None, select_metric=eval_config.select_metric)
     return trainer.fit(model.make_batches(dataset, train_config.batch_size),
                        lambda m: evaluate(m, dataset, "valid", eval_config, sample=eval_config.select_users),
                        resume=resume)
@@ -158,13 +148,13 @@ def collaborative_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> Non
         torch.manual_seed(section.train.seed)
         model = build_model(section.model.name, section.model.options(), art.dataset.n_items)
         summary = fit_model(model, art.dataset, section.train, config.eval, None)
-        model.save(folder / "model")
-        write_json(folder / "train.json", summary)
+        model.save(folder / STAGE_MODEL)
+        write_json(folder / STAGE_TRAIN_LOG, summary)
         ItemEmbeddings(model.item_embeddings().detach(), f"collaborative:{section.model.name}",
-                       {f"best_valid_{config.eval.select_metric}": summary.get(f"best_valid_{config.eval.select_metric}")}).save(folder / "item_embeddings.safetensors")
+                       {f"best_valid_{config.eval.select_metric}": summary.get(f"best_valid_{config.eval.select_metric}")}).save(folder / COLLABORATIVE_EMBEDDINGS)
 
     folder = cached_stage("collaborative", key, config, run_dir, build, art.resume)
-    art.collaborative = ItemEmbeddings.load(folder / "item_embeddings.safetensors")
+    art.collaborative = ItemEmbeddings.load(folder / COLLABORATIVE_EMBEDDINGS)
     art.fingerprint = key
 
 
@@ -173,10 +163,10 @@ def embed_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
 
     def build(folder: Path) -> None:
         encoder = build_encoder(config.embed.name, **config.embed.options())
-        encoder.encode(art.dataset.items, collaborative=art.collaborative).save(folder / "embeddings.safetensors")
+        encoder.encode(art.dataset.items, collaborative=art.collaborative).save(folder / EMBEDDINGS)
 
     folder = cached_stage("embed", key, config, run_dir, build, art.resume)
-    art.embeddings = ItemEmbeddings.load(folder / "embeddings.safetensors")
+    art.embeddings = ItemEmbeddings.load(folder / EMBEDDINGS)
     art.fingerprint = key
 
 
@@ -222,36 +212,41 @@ def train(config: RunConfig, art: Artifacts, run_dir: Path, resume: bool = False
                         sids=art.sids, embeddings=art.embeddings)
     summary = fit_model(model, art.dataset, config.train, config.eval, run_dir, resume)
     if rank_and_world()[0] == 0:
-        model.save(run_dir / "model")
-        write_json(run_dir / "train.json", summary)
+        model.save(RunLayout(run_dir).model)
+        write_json(RunLayout(run_dir).train_log, summary)
     return model, summary
 
 
 def validate(config: RunConfig) -> None:
-    """Every stage's options, checked before anything is read, trained or written (ConfigError)."""
-    needs: list[tuple[str, str, str]] = []  # optional packages the configured stages import
-    checks = [("model", lambda: model_options(config.model.name, config.model.options()))]
+    """Every stage's options, checked before anything is read, trained or written (ConfigError).
+
+    Each check builds its stage's object (or validates its options) and returns the optional packages that
+    object imports; a missing one stops here too, before the run directory is touched.
+    """
+    def model_check(spec, section: str) -> Callable[[], list]:
+        return lambda: model_options(spec.name, spec.options(), section) and []
+
+    checks: list[tuple[str, Callable[[], list]]] = [("model", model_check(config.model, "model"))]
     if config.collaborative is not None:
-        spec = config.collaborative.model
-        checks.append(("collaborative.model", lambda: model_options(spec.name, spec.options(), "collaborative.model")))
+        checks.append(("collaborative.model", model_check(config.collaborative.model, "collaborative.model")))
     if config.embed is not None:
-        checks.append(("embed", lambda: needs.extend(encoder_requirements(build_encoder(config.embed.name,
-                                                                                        **config.embed.options())))))
+        checks.append(("embed", lambda: encoder_requirements(build_encoder(config.embed.name, **config.embed.options()))))
     if config.tokenize is not None:
         options = config.tokenize.options()
         resolution = options.pop("resolution", "dedup")
-        checks.append(("tokenize", lambda: needs.extend(build_tokenizer(config.tokenize.name, **options).requirements())))
+        checks.append(("tokenize", lambda: build_tokenizer(config.tokenize.name, **options).requirements()))
         if resolution not in RESOLUTIONS:
             raise ConfigError(f"tokenize.resolution: {resolution!r} is not one of {list(RESOLUTIONS)}")
     if config.train.log_dir or (config.collaborative is not None and config.collaborative.train.log_dir):
-        checks.append(("train.log_dir", summary_writer_class))  # before the slow stages, not when training starts
+        checks.append(("train.log_dir", lambda: summary_writer_class() and []))  # before the slow stages
+    needs: list[tuple[str, str, str]] = []
     for section, check in checks:
         try:
-            check()
+            needs.extend(check())
         except (ValueError, TypeError, KeyError) as exc:
             message = str(exc.args[0]) if exc.args else str(exc)
             raise ConfigError(message if message.startswith(section) else f"{section}: {message}") from exc
-    for need in needs:  # a missing extra stops here, before the run directory is touched
+    for need in needs:
         require(*need)
 
 
@@ -265,7 +260,7 @@ def writing(config: RunConfig, run_dir: Path, resume: bool = False) -> Iterator[
     with rundir.exclusive(run_dir):
         if resume:
             rundir.check_resume(run_dir, config.model_dump(mode="json"))
-        save_config(config, run_dir / "config.yaml")
+        save_config(config, RunLayout(run_dir).config)
         yield
 
 
@@ -293,8 +288,8 @@ def _run(config: RunConfig, run_dir: Path, resume: bool) -> dict:
         "config": config.model_dump(mode="json"),
     }
     if rank == 0:
-        write_json(run_dir / "metrics.json", metrics)
-        with atomic_path(run_dir / "report.md") as tmp:
+        write_json(RunLayout(run_dir).metrics, metrics)
+        with atomic_path(RunLayout(run_dir).report) as tmp:
             tmp.write_text(results_table([metrics]) + "\n")
         write_manifest(run_dir)
     return metrics
@@ -302,12 +297,11 @@ def _run(config: RunConfig, run_dir: Path, resume: bool) -> dict:
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, Dataset, Recommender]:
     """Reopen a finished run: its config, dataset and trained model."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path}: not a run directory (no config.yaml)")
-    config = RunConfig.model_validate(yaml.safe_load(config_path.read_text()))
-    return config, run_dataset(run_dir, config), Recommender.load(run_dir / "model")
+    layout = RunLayout(run_dir)
+    if not layout.config.exists():
+        raise FileNotFoundError(f"{layout.config}: not a run directory (no {layout.config.name})")
+    config = RunConfig.model_validate(yaml.safe_load(layout.config.read_text()))
+    return config, run_dataset(layout.root, config), Recommender.load(layout.model)
 
 
 def run_dataset(run_dir: Path, config: RunConfig) -> Dataset:
@@ -316,18 +310,19 @@ def run_dataset(run_dir: Path, config: RunConfig) -> Dataset:
     Runs written before snapshots existed load the source and must match the recorded digest (or, older
     still, the recorded counts); a mismatch is an error, not a silently different catalogue.
     """
-    if (run_dir / SNAPSHOT / "manifest.json").exists():
-        return Dataset.load(run_dir / SNAPSHOT)
+    layout = RunLayout(run_dir)
+    if Dataset.exists(layout.snapshot):
+        return Dataset.load(layout.snapshot)
     dataset = load_dataset(config.data)
-    recorded = read_json(run_dir / "dataset.json") if (run_dir / "dataset.json").exists() else {}
+    recorded = read_json(layout.dataset_record) if layout.dataset_record.exists() else {}
     if "digest" in recorded and recorded["digest"] != dataset.digest():
-        raise ArtifactError(f"{run_dir / 'dataset.json'}: the dataset source {config.data.name!r} has changed "
+        raise ArtifactError(f"{layout.dataset_record}: the dataset source {config.data.name!r} has changed "
                             "since this run was trained (content digest differs) and the run has no snapshot")
     if "stats" in recorded and recorded["stats"] != dataset.stats():
-        raise ArtifactError(f"{run_dir / 'dataset.json'}: the dataset now loaded ({dataset.stats()}) is not "
+        raise ArtifactError(f"{layout.dataset_record}: the dataset now loaded ({dataset.stats()}) is not "
                             f"the one this run was trained on ({recorded['stats']})")
     return dataset
 
 
 def read_metrics(run_dir: str | Path) -> dict:
-    return read_json(Path(run_dir) / "metrics.json")
+    return read_json(RunLayout(run_dir).metrics)

@@ -62,6 +62,22 @@ def test_evaluate_reports_protocol_and_reads_requested_split(cyclic_dataset):
         evaluate(pop, cyclic_dataset, "train")
 
 
+def test_bf16_precision_autocasts_the_ranking_forward_passes_only_when_asked(cyclic_dataset):
+    model = build_model("sasrec", {"hidden": 8, "heads": 1, "ffn": 16}, cyclic_dataset.n_items)
+    seen = []
+    recommend = model.recommend
+
+    def recording(histories, k):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return recommend(histories, k)
+
+    model.recommend = recording
+    fp32 = evaluate(model, cyclic_dataset, "valid", EvalConfig())
+    bf16 = evaluate(model, cyclic_dataset, "valid", EvalConfig(precision="bf16"))
+    assert seen[0][0] is False and seen[-1] == (True, torch.bfloat16)
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16") and not torch.is_autocast_enabled("cpu")
+
+
 class _Oracle:
     """Ranks the true validation target first for histories of the users in `hits`, else item 0."""
 

@@ -132,6 +132,27 @@ def test_recommend_batches_chunks_consistently_and_uses_only_the_last_items():
         model.recommend(torch.tensor([[1, 2], [-1, -1]]), 3)
 
 
+def test_recommend_decodes_users_of_similar_length_together_and_returns_them_in_order():
+    model = tiny(catalogue())
+    hist = torch.tensor([[1, 2, 3, 4, 5, 6], [7, -1, -1, -1, -1, -1], [8, 9, 10, 11, 12, -1], [13, 14, -1, -1, -1, -1]])
+    widths, encoder_inputs = [], model.encoder_inputs
+
+    def recording(chunk):
+        ids, mask = encoder_inputs(chunk)
+        widths.append(ids.shape[1])
+        return ids, mask
+
+    model.encoder_inputs = recording
+    items, scores = model.recommend(hist, 4, batch_size=2)
+    assert widths == [2 * 3, 6 * 3]  # the two short histories share a chunk, unpadded by the long ones
+    for row in range(len(hist)):  # each row's own recommendations, in the caller's order
+        alone_items, alone_scores = model.recommend(hist[row:row + 1], 4)
+        torch.testing.assert_close(scores[row], alone_scores[0], atol=1e-5, rtol=0)
+        gaps = alone_scores[0].diff().abs() > 1e-4  # compare items away from near-ties, which rounding may swap
+        clear = torch.cat([gaps, gaps.new_ones(1)]) & torch.cat([gaps.new_ones(1), gaps])
+        assert torch.equal(items[row][clear], alone_items[0][clear])
+
+
 def test_duplicate_codes_are_refused():
     sids = SemanticIDs(torch.tensor([[0, 1], [0, 1]]), [2, 2])
     with pytest.raises(ValueError, match="not unique"):

@@ -24,6 +24,7 @@ from sidrec.io import ArtifactError, read_json, write_json
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+MANIFEST = "manifest.json"  # written last: a dataset folder without it is incomplete
 SPLITS = ("train", "valid", "test")
 
 
@@ -160,18 +161,23 @@ class Dataset:
                           "item": self.sequence_items.numpy().astype(np.int32)}).to_parquet(tmp / "interactions.parquet")
             self.items.to_parquet(tmp / "items.parquet")
             pd.DataFrame({"user_id": self.user_ids}).to_parquet(tmp / "users.parquet")
-            write_json(tmp / "manifest.json", {"format_version": FORMAT_VERSION, "name": self.name,
-                                               "stats": self.stats(), "info": self.info})
+            write_json(tmp / MANIFEST, {"format_version": FORMAT_VERSION, "name": self.name,
+                                     "stats": self.stats(), "info": self.info})
             if directory.exists():
                 shutil.rmtree(directory)
             os.replace(tmp, directory)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    @staticmethod
+    def exists(directory: str | Path) -> bool:
+        """Whether `directory` holds a saved dataset (its manifest is written last)."""
+        return (Path(directory) / MANIFEST).exists()
+
     @classmethod
     def load(cls, directory: str | Path) -> "Dataset":
         directory = Path(directory)
-        manifest = read_json(directory / "manifest.json")
+        manifest = read_json(directory / MANIFEST)
         if manifest.get("format_version") != FORMAT_VERSION:
             raise ArtifactError(f"{directory}/manifest.json: format_version {manifest.get('format_version')} "
                                 f"is not {FORMAT_VERSION}; rebuild the dataset cache")

@@ -106,6 +106,9 @@ def _read_atomic_table(path: Path) -> pd.DataFrame:
         if not kind:
             raise DataFormatError(f"{path}: line 1: header field {field!r} lacks a type (expected e.g. 'item_id:token')")
         names.append(name)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataFormatError(f"{path}: line 1: header field name(s) {repeated} appear more than once")
     try:
         frame = pd.read_csv(path, sep="\t", skiprows=1, names=names, dtype=str, quoting=3, keep_default_na=False)
     except pd.errors.ParserError as exc:

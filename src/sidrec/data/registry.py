@@ -117,7 +117,7 @@ def load_dataset(config: DataConfig | str, use_cache: bool = True, **overrides) 
         if not file.exists() and not file.name.endswith(".item"):
             raise DataFormatError(f"{file}: file not found (dataset {config.name!r})")
     cache = Path(config.cache_dir) / f"{config.name}-{_cache_key(config, files)}"
-    if use_cache and (cache / "manifest.json").exists():
+    if use_cache and Dataset.exists(cache):
         try:
             return Dataset.load(cache)
         except ArtifactError as exc:

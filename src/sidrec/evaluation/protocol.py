@@ -60,10 +60,15 @@ def evaluate(recommender: Recommender, dataset: Dataset, part: str, config: Eval
     rows = user_sample(len(targets), sample, config.select_seed)
     if rows is not None:
         histories, targets = histories[rows], targets[rows]
+    order = torch.argsort((histories >= 0).sum(1), stable=True)  # batches of similar lengths pad less;
+    histories, targets = histories[order], targets[order]        # every metric is a mean over users
     k = max(max(config.ks), 10)
     batches = range(0, len(targets), config.batch_size)
-    tops = [top_k(recommender, histories[i:i + config.batch_size], min(k, dataset.n_items), config.exclude_history)
-            for i in tqdm(batches, desc=f"evaluate {part}", disable=not progress, leave=False)]
+    parameter = next(recommender.parameters(), None) if hasattr(recommender, "parameters") else None
+    device_type = parameter.device.type if parameter is not None else "cpu"
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        tops = [top_k(recommender, histories[i:i + config.batch_size], min(k, dataset.n_items), config.exclude_history)
+                for i in tqdm(batches, desc=f"evaluate {part}", disable=not progress, leave=False)]
     top = torch.cat(tops) if tops else torch.empty(0, k, dtype=torch.long)
     top = torch.nn.functional.pad(top, (0, k - top.shape[1]), value=-1)  # catalogues smaller than k
     metrics = ranking_metrics(top, targets, config.ks)
@@ -71,5 +76,6 @@ def evaluate(recommender: Recommender, dataset: Dataset, part: str, config: Eval
     metrics.update(head_tail_recall(top, targets, tail_items(dataset.item_popularity(), config.tail_fraction)))
     metrics["users"] = len(targets)
     metrics["exclude_history"] = config.exclude_history
+    metrics["precision"] = config.precision
     metrics["seconds"] = round(time.perf_counter() - start, 3)
     return metrics

@@ -52,6 +52,13 @@ class Recommender(nn.Module):
         """What `load` needs to rebuild the module before loading its weights."""
         return {"n_items": self.n_items}
 
+    def over_catalogue(self, n_items: int, **context: Any) -> "Recommender":
+        """This model (same options and weights) over `n_items` items with new context (`sids`, `embeddings`):
+        how `add-items` grows the catalogue; fails for models with per-item weights."""
+        model = MODELS[self.name](self.options, n_items, **context)
+        model.load_state_dict(self.state_dict())
+        return model
+
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         for need in self.needs:

@@ -313,15 +313,20 @@ class TIGER(Recommender):
         return self.options.sample_mode == "history_once"
 
     # ----- inputs -------------------------------------------------------------------------
-    def encoder_inputs(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Histories `[B, L]` (dense item ids, oldest first, right-padded with -1) -> SID tokens of
-        each user's last `max_history` items, flattened, left-aligned: `(input_ids, bool mask)`."""
+    def _histories(self, histories: torch.Tensor) -> torch.Tensor:
         histories = torch.as_tensor(histories, dtype=torch.long, device=self.item_tokens.device)
         if histories.ndim != 2:
             raise ValueError(f"histories must be a [batch, length] LongTensor, got shape {tuple(histories.shape)}")
+        empty = ((histories >= 0).sum(1) == 0).nonzero().flatten()
+        if len(empty):
+            raise ValueError(f"histories row {int(empty[0])} is empty; TIGER needs at least one item")
+        return histories
+
+    def encoder_inputs(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Histories `[B, L]` (dense item ids, oldest first, right-padded with -1) -> SID tokens of
+        each user's last `max_history` items, flattened, left-aligned: `(input_ids, bool mask)`."""
+        histories = self._histories(histories)
         lengths = (histories >= 0).sum(1)
-        if (lengths == 0).any():
-            raise ValueError(f"histories row {int((lengths == 0).nonzero()[0])} is empty; TIGER needs at least one item")
         m = min(self.options.history_window - 1 if self.item_causal else self.config.max_history, histories.shape[1])
         first = (lengths - m).clamp(min=0)
         pos = first[:, None] + torch.arange(m, device=histories.device)
@@ -445,19 +450,29 @@ class TIGER(Recommender):
     def recommend(
         self, histories: torch.Tensor, k: int, *, beam_width: int | None = None, batch_size: int = 256
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k items `[B, k]` and their log-probabilities (SID tokens + eos), best first."""
+        """Top-k items `[B, k]` and their log-probabilities (SID tokens + eos), best first.
+
+        Users are decoded in chunks of similar history length (then put back in order): a chunk's
+        encoder input is as long as its longest history, so a random chunk of Beauty users (mean 9
+        items, a few near 50) would be mostly padding.
+        """
         width = beam_width if beam_width is not None else max(k, self.options.beam_width)
+        histories = self._histories(histories)
+        order = torch.argsort((histories >= 0).sum(1), stable=True)
         was_training = self.training
         self.eval()
         self.trie.to(self.item_tokens.device)
         try:
             out = [
                 constrained_beam_search(self, *self.encoder_inputs(chunk), self.trie, beam_width=width, k=k)
-                for chunk in torch.as_tensor(histories).split(batch_size)
+                for chunk in histories[order].split(batch_size)
             ]
         finally:
             self.train(was_training)
-        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+        items, scores = torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+        restore = torch.empty_like(order)
+        restore[order] = torch.arange(len(order), device=order.device)
+        return items[restore], scores[restore]
 
     @torch.no_grad()
     def item_code_log_probs(self, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

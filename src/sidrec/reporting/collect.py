@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from sidrec.io import read_json
+from sidrec.rundir import RunLayout
 
 
 class ReportError(ValueError):
@@ -80,17 +81,17 @@ def _json(path: Path) -> dict:
 
 def read_run(path: str | Path) -> RunSummary:
     """A finished run directory: config.yaml and metrics.json are required, the rest is optional."""
-    path = Path(path)
-    for required in ("config.yaml", "metrics.json"):
-        if not (path / required).is_file():
-            raise ReportError(f"{path}: not a finished run directory (no {required}; train it with `sidrec run`)")
+    layout = RunLayout(path)
+    for required in (layout.config, layout.metrics):
+        if not required.is_file():
+            raise ReportError(f"{layout.root}: not a finished run directory (no {required.name}; train it with `sidrec run`)")
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+        config = yaml.safe_load(layout.config.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ReportError(f"{path / 'config.yaml'}: invalid YAML ({exc})") from exc
-    train = _json(path / "train.json") if (path / "train.json").is_file() else {}
-    report = path / "tokenize" / "sids_report.json"
-    return RunSummary(path, path.name, config, _json(path / "metrics.json"), train,
+        raise ReportError(f"{layout.config}: invalid YAML ({exc})") from exc
+    train = _json(layout.train_log) if layout.train_log.is_file() else {}
+    report = layout.sids_report
+    return RunSummary(layout.root, layout.root.name, config, _json(layout.metrics), train,
                       _json(report) if report.is_file() else None)
 
 

@@ -13,7 +13,8 @@ from sidrec.features.card import nearest_neighbours, render_units
 from sidrec.features.embeddings import ItemEmbeddings
 from sidrec.features.base import build_encoder
 from sidrec.serving.catalogue import ServedRun
-from sidrec.tokenizers.api import SIDS_FILE, TOKENIZER_DIR
+from sidrec.models.base import CONTEXT_FILES
+from sidrec.rundir import RunLayout
 from sidrec.tokenizers.base import Tokenizer
 from sidrec.tokenizers.metrics import code_counts, level_stats
 from sidrec.semantic_ids import SemanticIDs
@@ -21,7 +22,8 @@ from sidrec.semantic_ids import SemanticIDs
 
 def run_sids(run_dir: Path) -> SemanticIDs | None:
     """The codes the model decodes (model/, which includes cold-start items), else the tokenize stage's."""
-    for path in (run_dir / "model" / SIDS_FILE, run_dir / "tokenize" / SIDS_FILE):
+    layout = RunLayout(run_dir)
+    for path in (layout.model / CONTEXT_FILES["sids"][0], layout.sids):
         if path.exists():
             return SemanticIDs.load(path)
     return None
@@ -80,7 +82,7 @@ def tokenizer_views(run_dir: Path) -> dict[str, Any] | None:
     """Code usage per level (sorted counts, perplexity, Gini) before collision resolution, the latent
     values before/after the non-uniform transform, and MHQ's energy per view (recomputed from the
     stage's embeddings and fitted tokenizer)."""
-    folder, embeddings = run_dir / "tokenize" / TOKENIZER_DIR, run_dir / "embed" / "embeddings.safetensors"
+    folder, embeddings = RunLayout(run_dir).tokenizer, RunLayout(run_dir).embeddings
     if not folder.exists() or not embeddings.exists():
         return None
     tokenizer = Tokenizer.load(folder)
@@ -106,7 +108,7 @@ def card_gallery(served: ServedRun, out_dir: Path, n_items: int = 12, seed: int 
     config, dataset = served.config, served.dataset
     encoder = build_encoder(config.embed.name, **config.embed.options())
     layout = encoder.layout
-    collaborative = served.run_dir / "collaborative" / "item_embeddings.safetensors"
+    collaborative = RunLayout(served.run_dir).collaborative_embeddings
     neighbours = None
     if layout.k and collaborative.exists():
         neighbours = nearest_neighbours(ItemEmbeddings.load(collaborative), layout.k)

@@ -19,6 +19,7 @@ import yaml
 from tqdm import tqdm
 
 from sidrec.io import atomic_path
+from sidrec.rundir import RunLayout
 from sidrec.reporting.collect import Entry, ReportError, RunSummary, group_label, read_results, read_run, unique_names
 from sidrec.reporting.svg import BarGroup, Series, bar_chart, histogram_series, line_chart
 
@@ -360,7 +361,7 @@ def _write_run(run: RunSummary, folder: Path, nav: list, users: int, gallery: in
     from sidrec.reporting import inspect
 
     served = None
-    if (run.path / "model").exists():
+    if RunLayout(run.path).model.exists():
         from sidrec.serving.catalogue import open_run
 
         served = open_run(run.path)

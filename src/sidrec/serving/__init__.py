@@ -17,8 +17,7 @@ def __getattr__(name: str):
     if name in ("create_app", "serve"):
         from sidrec.extras import require
 
-        require("fastapi", "serve", "the HTTP service")
-        require("uvicorn", "serve", "the HTTP service")
+        require("fastapi", "serve", "the HTTP service")  # uvicorn: checked by `serve` itself, when it runs
         from sidrec.serving import app
 
         return getattr(app, name)

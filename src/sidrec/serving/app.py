@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from sidrec.serving.batching import MicroBatcher, QueueFull
 from sidrec.serving.catalogue import Catalogue, ServedRun, open_run
 from sidrec.evaluation.protocol import rank_items
+from sidrec.extras import require
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 MAX_BODY_BYTES = 1 << 20  # a request of 200 ids needs ~10 KB; a 10 MB body stalled every client for ~2 s
@@ -287,6 +288,5 @@ def create_app(run_dir: str | Path, *, max_history: int = 200, max_k: int = 100,
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "warning",
           **limits) -> None:
     """Run the service with uvicorn until interrupted; `limits` go to `create_app`."""
-    import uvicorn
-
+    uvicorn = require("uvicorn", "serve", "the HTTP service")
     uvicorn.run(create_app(run_dir, **limits), host=host, port=port, log_level=log_level)

@@ -17,9 +17,8 @@ from sidrec.data import Dataset
 from sidrec.io import ArtifactError
 from sidrec.models import Recommender
 from sidrec.pipeline import load_run
-from sidrec.manifest import MANIFEST, verify_run
-
-ADDED_ITEMS = "added_items.parquet"
+from sidrec.manifest import verify_run
+from sidrec.rundir import RunLayout
 
 
 @dataclass
@@ -53,7 +52,7 @@ class Catalogue:
 
 
 def load_catalogue(run_dir: str | Path, dataset: Dataset) -> Catalogue:
-    added = Path(run_dir) / "model" / ADDED_ITEMS
+    added = RunLayout(run_dir).added_items
     items = dataset.items
     if added.exists():
         try:
@@ -76,12 +75,12 @@ class ServedRun:
 def open_run(run_dir: str | Path, verify: bool = True) -> ServedRun:
     """Load a run once for read-only inference, checking its manifest (when present) and dataset first."""
     run_dir = Path(run_dir)
-    if verify and (run_dir / MANIFEST).exists():
+    if verify and RunLayout(run_dir).manifest.exists():
         verify_run(run_dir)
     config, dataset, model = load_run(run_dir)
     catalogue = load_catalogue(run_dir, dataset)
     if model.n_items != len(catalogue):
-        raise ArtifactError(f"{run_dir / 'model'}: model covers {model.n_items} items but the catalogue has "
+        raise ArtifactError(f"{RunLayout(run_dir).model}: model covers {model.n_items} items but the catalogue has "
                             f"{len(catalogue)}")
     model.eval().requires_grad_(False)
     return ServedRun(run_dir, config, dataset, model, catalogue)

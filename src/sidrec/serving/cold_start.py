@@ -32,8 +32,9 @@ from sidrec.io import ArtifactError
 from sidrec.tokenizers.base import Tokenizer
 from sidrec.tokenizers.collisions import collision_groups
 from sidrec.semantic_ids import SemanticIDs
-from sidrec.serving.catalogue import ADDED_ITEMS, open_run
+from sidrec.serving.catalogue import open_run
 from sidrec.manifest import write_manifest
+from sidrec.rundir import RunLayout
 
 
 def assign_new_codes(existing: SemanticIDs, raw: torch.Tensor, costs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,14 +90,14 @@ def add_items(run_dir: str | Path, items_path: str | Path) -> dict:
     retraining. Rewrites RUN_DIR/model (weights unchanged) and RUN_DIR/manifest.json.
     """
     start = time.perf_counter()
-    run_dir = Path(run_dir)
-    served = open_run(run_dir)
+    layout = RunLayout(run_dir)
+    served = open_run(layout.root)
     model, config = served.model, served.config
     if "sids" not in type(model).needs:
         raise ValueError(f"model {model.name!r} learns one parameter row per training item, so it cannot take new "
                          "items without retraining; only models over semantic IDs (tiger, asymrec) can")
     if config.embed is None or config.tokenize is None:
-        raise ValueError(f"{run_dir / 'config.yaml'}: needs `embed` and `tokenize` sections to encode new items")
+        raise ValueError(f"{layout.config}: needs `embed` and `tokenize` sections to encode new items")
     if config.embed.name == "collaborative":
         raise ValueError("the run's items are embedded from interactions (embed.name=collaborative); "
                          "new items have none, so they cannot be encoded")
@@ -108,7 +109,7 @@ def add_items(run_dir: str | Path, items_path: str | Path) -> dict:
         raise ValueError(f"{items_path}: item ids already in the catalogue: {new['item_id'][known].tolist()[:20]}")
 
     vectors = build_encoder(config.embed.name, **config.embed.options()).encode(new).vectors
-    tokenizer = Tokenizer.load(run_dir / "tokenize" / "tokenizer")
+    tokenizer = Tokenizer.load(layout.tokenizer)
     raw = tokenizer.encode(vectors)
     try:
         costs = tokenizer.last_level_costs(vectors)
@@ -123,19 +124,18 @@ def add_items(run_dir: str | Path, items_path: str | Path) -> dict:
     if "embeddings" in type(model).needs:
         old = model.embeddings
         context["embeddings"] = ItemEmbeddings(torch.cat([old.vectors, vectors]), old.encoder, old.info)
-    extended = type(model)(model.options, n_items, **context)
-    extended.load_state_dict(model.state_dict())
+    extended = model.over_catalogue(n_items, **context)
 
-    added_path = run_dir / "model" / ADDED_ITEMS
+    added_path = layout.added_items
     added = pd.concat([pd.read_parquet(added_path), new], ignore_index=True) if added_path.exists() else new
-    staging = Path(tempfile.mkdtemp(prefix=".model-new-", dir=run_dir))
+    staging = Path(tempfile.mkdtemp(prefix=".model-new-", dir=layout.root))
     try:
         extended.save(staging)
-        added.to_parquet(staging / ADDED_ITEMS)
-        _swap_directory(staging, run_dir / "model")
+        added.to_parquet(staging / added_path.name)
+        _swap_directory(staging, layout.model)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    write_manifest(run_dir)
+    write_manifest(layout.root)
     return {"added": len(new), "items": n_items, "relocated": int(relocated.sum()),
             "codes": dict(zip(new["item_id"].tolist(), codes.tolist())),
             "seconds": round(time.perf_counter() - start, 3)}

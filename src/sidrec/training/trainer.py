@@ -64,11 +64,11 @@ def _shard(batch: Batch, rank: int, world: int) -> Batch:
 class Trainer:
     """Fits `model` for `config.epochs` epochs, keeping the weights with the best validation metric."""
 
-    def __init__(self, model: nn.Module, config: TrainConfig, out_dir: str | Path | None = None,
+    def __init__(self, model: nn.Module, config: TrainConfig, checkpoint_dir: str | Path | None = None,
                  select_metric: str = "ndcg@10") -> None:
         self.model = model
         self.config = config
-        self.out_dir = Path(out_dir) if out_dir else None
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None  # None: no checkpoints, no resume
         self.select_metric = select_metric
         if config.log_dir:
             summary_writer_class()  # every rank fails here, before training, if TensorBoard is missing
@@ -82,10 +82,6 @@ class Trainer:
                       "bad_epochs": 0, "history": [], "samples": 0, "train_seconds": 0.0, "stopped": None}
 
     # --- checkpoints ---------------------------------------------------------------------------
-    @property
-    def checkpoint_dir(self) -> Path | None:
-        return self.out_dir / "checkpoints" if self.out_dir else None
-
     def _optimizer_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
         state = self.optimizer.state_dict()
         tensors = {f"optim.{i}.{key}": value for i, slots in state["state"].items() for key, value in slots.items()}
@@ -102,7 +98,7 @@ class Trainer:
                      metadata={"trainer": json.dumps(self.state), "optimizer": json.dumps(optim_meta)})
 
     def resume(self) -> bool:
-        """Continue from `checkpoints/last.safetensors` if present; returns whether it did."""
+        """Continue from `checkpoint_dir/last.safetensors` if present; returns whether it did."""
         if self.checkpoint_dir is None or not (self.checkpoint_dir / CHECKPOINT).exists():
             return False
         path = self.checkpoint_dir / CHECKPOINT
