@@ -52,6 +52,21 @@ def test_resume_refuses_a_changed_configuration_and_names_the_keys(p5_files, tmp
     pipeline.run(_config(p5_files, tmp_path, *sasrec, "train.progress=true"), out, resume=True)  # presentation only
 
 
+def test_resume_accepts_a_run_started_before_an_option_existed(p5_files, tmp_path):
+    """A run started before `eval.precision` existed resumes: the missing key takes its default."""
+    out = tmp_path / "run"
+    sasrec = ["model.name=sasrec", "model.hidden=8", "model.heads=1", "model.ffn=16", "train.epochs=1",
+              "train.progress=false"]
+    pipeline.run(_config(p5_files, tmp_path, *sasrec), out)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["eval"]["precision"]  # as written by the older code
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    pipeline.run(_config(p5_files, tmp_path, *sasrec), out, resume=True)
+    with pytest.raises(rundir.RunDirError, match=r"eval\.precision"):  # a non-default value is still a change
+        (out / "config.yaml").write_text(yaml.safe_dump(saved))
+        pipeline.run(_config(p5_files, tmp_path, *sasrec, "eval.precision=bf16"), out, resume=True)
+
+
 def test_changed_keys_walks_nested_sections():
     old = {"train": {"lr": 1, "epochs": 2}, "model": {"name": "x"}}
     new = {"train": {"lr": 2, "epochs": 2}, "model": {"name": "x", "extra": 1}}

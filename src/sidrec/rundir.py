@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+from pydantic import ValidationError
 
+from sidrec.config import RunConfig
 from sidrec.tokenizers.api import REPORT_FILE, SIDS_FILE, TOKENIZER_DIR
 
 LOCK = ".lock"  # a dot-file: never part of the manifest
@@ -113,11 +115,20 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def check_resume(run_dir: str | Path, config: dict) -> None:
-    """Refuse to resume RUN_DIR under a configuration other than the one it was started with."""
+    """Refuse to resume RUN_DIR under a configuration other than the one it was started with.
+
+    The saved configuration is read through today's `RunConfig` first, so an option added since the run
+    started takes its default (defaults keep the old behaviour) instead of counting as a change.
+    """
     path = RunLayout(run_dir).config
     if not path.exists():
         return
-    differ = [k for k in changed_keys(yaml.safe_load(path.read_text()) or {}, config) if k not in PRESENTATION_KEYS]
+    saved = yaml.safe_load(path.read_text()) or {}
+    try:
+        saved = RunConfig.model_validate(saved).model_dump(mode="json")
+    except ValidationError:
+        pass  # compared as written: the keys today's code rejects show up as differences
+    differ = [k for k in changed_keys(saved, config) if k not in PRESENTATION_KEYS]
     if differ:
         raise RunDirError(f"{run_dir}: --resume with a configuration that differs from {path.name} in "
                           f"{', '.join(differ)}; drop --resume to start over, or use another --out")
