@@ -53,6 +53,8 @@ def test_asymrec_learns_cyclic_pattern_and_round_trips(cyclic_dataset, tmp_path)
     assert metrics["recall@1"] > 0.9  # item i is always followed by i + 1
     pop = build_model("popularity", {}, ds.n_items).fit_counts(ds.item_popularity())
     assert metrics["ndcg@10"] > evaluate(pop, ds, "test", config)["ndcg@10"] + 0.5
+    bf16 = evaluate(model, ds, "test", config.model_copy(update={"precision": "bf16"}))  # exact scoring under autocast
+    assert bf16["recall@1"] > 0.9
 
     _, histories, _ = ds.split("test", 10)
     items, scores = model.recommend(histories, 5)

@@ -197,7 +197,7 @@ class AsymRec(Recommender):
             return self.regression_head(states) @ self.item_vectors.T
         log_probs = self.code_log_probs(states)
         log_probs = (log_probs.masked_fill(log_probs.isinf(), 0) * self.code_weights[:, None]).flatten(1)  # [B, P * K]
-        return (self.code_incidence @ log_probs.T).T
+        return (self.code_incidence @ log_probs.float().T).T  # sparse products have no bf16 kernel (eval.precision)
 
     @torch.no_grad()
     def item_code_log_probs(self, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
