@@ -197,7 +197,8 @@ class AsymRec(Recommender):
             return self.regression_head(states) @ self.item_vectors.T
         log_probs = self.code_log_probs(states)
         log_probs = (log_probs.masked_fill(log_probs.isinf(), 0) * self.code_weights[:, None]).flatten(1)  # [B, P * K]
-        return (self.code_incidence @ log_probs.float().T).T  # sparse products have no bf16 kernel (eval.precision)
+        with torch.autocast(log_probs.device.type, enabled=False):  # no bf16 sparse kernel (eval.precision=bf16)
+            return (self.code_incidence @ log_probs.float().T).T
 
     @torch.no_grad()
     def item_code_log_probs(self, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
