@@ -213,3 +213,17 @@ def test_ignoring_the_dedup_code_makes_colliding_items_tie():
         model.code_bias.grad = None
         loss.backward()
         assert (model.code_bias.grad[-1].abs().sum() == 0) == tie
+
+
+@pytest.mark.parametrize("head_type", ["linear", "rpg"])
+def test_positions_with_smaller_codebooks_give_no_mass_to_codes_they_lack(head_type):
+    """A dedup level (or any position) with K < K_max: its padded codes get -inf, its real ones sum to 1."""
+    g = torch.Generator().manual_seed(0)
+    sizes = [4, 4, 2]
+    codes = torch.stack([torch.randint(k, (30,), generator=g) for k in sizes], 1).unique(dim=0)
+    model = build_model("asymrec", {**SMALL, "head_type": head_type}, len(codes),
+                        embeddings=torch.randn(len(codes), 8, generator=g), sids=SemanticIDs(codes, sizes))
+    log_probs = model.code_log_probs(torch.randn(5, SMALL["hidden"], generator=g))  # [N, P, K_max]
+    assert torch.isneginf(log_probs[:, 2, 2:]).all()
+    totals = torch.stack([log_probs[:, p, :k].logsumexp(-1) for p, k in enumerate(sizes)], 1)
+    torch.testing.assert_close(totals, torch.zeros_like(totals), atol=1e-5, rtol=0)

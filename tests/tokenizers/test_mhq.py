@@ -234,3 +234,21 @@ def test_ortho_term_is_zero_for_orthonormal_rows_and_its_gradient_restores_them(
     loss, grad_norm, stepped = _descend(ortho_loss, skewed, 1e-2)
     assert loss == pytest.approx(float(losses["ortho"].detach()), rel=1e-5)
     assert stepped < loss - 1e-3 * grad_norm ** 2
+
+
+def test_reconstruction_gradient_reaches_the_quantizer_input_straight_through(anisotropic):
+    """The codes are discrete: only the straight-through copy lets the reconstruction loss train what feeds
+    the quantizer (the projection also reaches x_hat through unproject, so its gradient alone proves nothing)."""
+    model = build_tokenizer("mhq", **{**FAST, "epochs": 1}).fit(anisotropic).model.train()
+    model.projection.requires_grad_(True)
+    seen, to_quant = {}, model.to_quant
+
+    def spy(z):
+        seen["d"] = d = to_quant(z)
+        d.retain_grad()
+        return d
+
+    model.to_quant = spy
+    _, losses = model(anisotropic[:64])
+    losses["recon"].backward()
+    assert seen["d"].grad is not None and seen["d"].grad.abs().sum() > 0
