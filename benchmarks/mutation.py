@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 
+from provenance import commit, cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mutation"
 
@@ -99,12 +101,7 @@ MUTANTS = [
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "tests"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip())
-    return {"cpu": cpu, "commit": commit + ("+dirty" if dirty else ""), "date": date.today().isoformat(),
+    return {"cpu": cpu_model(), "commit": commit("src", "tests"), "date": date.today().isoformat(),
             "python": platform.python_version()}
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
-import subprocess
 from pathlib import Path
 
 import torch
@@ -31,6 +29,7 @@ from sidrec.config import load_config, resolve_preset
 from sidrec.io import atomic_path, read_json, write_json
 from sidrec.reporting.collect import curve_of
 from sidrec.rundir import RunLayout
+from provenance import commit, cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
@@ -63,13 +62,7 @@ DATA_NOTES = {"amazon-beauty": "item text: full product title + category path (`
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip())
-    return {"cpu": cpu, "commit": commit + ("+dirty" if dirty else ""), "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+    return {"cpu": cpu_model(), "commit": commit(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def make_row(data: str, model: str, seed: int, metrics: dict, run_dir: Path, info: dict) -> dict:

@@ -121,7 +121,8 @@ def evaluate_command(run_dir: Path = typer.Argument(..., help="run directory mad
 def _run_dir_config(run_dir: Path, config: Optional[str], overrides: Optional[list[str]],
                     section: str, name: Optional[str]) -> RunConfig:
     """The run directory's own config (else a preset), with `section` switched to algorithm `name`."""
-    source = RunLayout(run_dir).config if RunLayout(run_dir).config.exists() and not config else None
+    saved = RunLayout(run_dir).config
+    source = saved if saved.exists() and not config else None
     raw = load_config(source or (resolve_preset(config) if config else None)).model_dump(mode="json")
     if name:
         if (raw.get(section) or {}).get("name") != name:
@@ -132,7 +133,7 @@ def _run_dir_config(run_dir: Path, config: Optional[str], overrides: Optional[li
     if getattr(cfg, section) is None:
         raise ConfigError(f"no `{section}` section in the config: pass --{'encoder' if section == 'embed' else 'tokenizer'}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    pipeline.save_config(cfg, RunLayout(run_dir).config)
+    pipeline.save_config(cfg, saved)
     return cfg
 
 

@@ -1,0 +1,24 @@
+"""Where a benchmark's figures came from: the CPU model and the commit (with `+dirty` for uncommitted edits)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (platform.processor() where there is none)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+
+
+def commit(*paths: str) -> str:
+    """Short HEAD, plus `+dirty` when tracked files (under `paths`, default all) differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    return head + ("+dirty" if status else "")
