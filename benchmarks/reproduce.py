@@ -34,7 +34,7 @@ from provenance import commit, cpu_model
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
 MODELS = ["popularity", "sasrec", "tiger", "tiger_history_once", "tiger_grid", "tiger_grid_fast", "tiger_nurqvae",
-          "tiger_grid_nurqvae",
+          "tiger_grid_nurqvae", "tiger_grid_fast_nurqvae",
           "card", "card_history_once", "rpg", "asymrec", "card_asymrec"]
 # Named variants of a preset: (preset, overrides), stated in the run's config.yaml like any --set.
 HISTORY_ONCE = ["model.sample_mode=history_once", "train.batch_size=128"]  # same accuracy as per-prefix, cheaper
@@ -44,7 +44,8 @@ NU_RQ_VAE = ["tokenize.name=nurqvae", "tokenize.resolution=sinkhorn", "tokenize.
 # mean lr as its constant 5e-4), validated every 2nd epoch.
 FAST = ["train.lr=0.001", "train.schedule=cosine", "train.warmup_steps=100", "train.epochs=16", "train.eval_every=2"]
 VARIANTS = {"tiger_history_once": ("tiger", HISTORY_ONCE), "card_history_once": ("card", HISTORY_ONCE),
-            "tiger_grid_nurqvae": ("tiger_grid", NU_RQ_VAE), "tiger_grid_fast": ("tiger_grid", FAST)}
+            "tiger_grid_nurqvae": ("tiger_grid", NU_RQ_VAE), "tiger_grid_fast": ("tiger_grid", FAST),
+            "tiger_grid_fast_nurqvae": ("tiger_grid", FAST + NU_RQ_VAE)}
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
            "recall@10_head", "recall@10_tail", "coverage@10"]
 LABELS = ["R@5", "R@10", "R@20", "N@5", "N@10", "N@20", "R@10 head", "R@10 tail", "Cov@10"]
