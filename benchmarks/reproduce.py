@@ -28,6 +28,7 @@ from sidrec.cli import flush_subnormals
 from sidrec.config import load_config, resolve_preset
 from sidrec.io import atomic_path, read_json, write_json
 from sidrec.reporting.collect import curve_of
+from sidrec.reporting.inspect import tokenizer_views
 from sidrec.rundir import RunLayout
 from provenance import commit, cpu_model
 
@@ -35,17 +36,25 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
 MODELS = ["popularity", "sasrec", "tiger", "tiger_history_once", "tiger_grid", "tiger_grid_fast", "tiger_nurqvae",
           "tiger_grid_nurqvae", "tiger_grid_fast_nurqvae",
-          "card", "card_history_once", "rpg", "asymrec", "card_asymrec"]
+          "card", "card_history_once", "rpg", "asymrec", "asymrec_sid_inputs", "asymrec_regression",
+          "asymrec_plain_mhq", "card_asymrec"]
 # Named variants of a preset: (preset, overrides), stated in the run's config.yaml like any --set.
 HISTORY_ONCE = ["model.sample_mode=history_once", "train.batch_size=128"]  # same accuracy as per-prefix, cheaper
 # CARD's quantizer (NU-RQ-VAE 4 x 256, Sinkhorn last level) under the GRID recipe: against `tiger_grid` only the IDs differ.
 NU_RQ_VAE = ["tokenize.name=nurqvae", "tokenize.resolution=sinkhorn", "tokenize.n_levels=4"]
 # The GRID recipe inside the 60-minute budget: twice its lr, annealed to 0 by a cosine over 16 epochs (the same
 # mean lr as its constant 5e-4), validated every 2nd epoch.
+# AsymRec's ablations at convergence, for the papers' claims: SID inputs instead of MSP (the tail-item claim),
+# regression onto the embeddings instead of MHQ codes (the collapse claim: effective rank of the output states).
+SID_INPUTS = ["model.inputs=sid"]
+REGRESSION = ["model.targets=regression"]
+PLAIN_MHQ = ["tokenize.balance_weight=0", "tokenize.ortho_weight=0"]  # MHQ without its balance and orthogonality terms
 FAST = ["train.lr=0.001", "train.schedule=cosine", "train.warmup_steps=100", "train.epochs=16", "train.eval_every=2"]
 VARIANTS = {"tiger_history_once": ("tiger", HISTORY_ONCE), "card_history_once": ("card", HISTORY_ONCE),
             "tiger_grid_nurqvae": ("tiger_grid", NU_RQ_VAE), "tiger_grid_fast": ("tiger_grid", FAST),
-            "tiger_grid_fast_nurqvae": ("tiger_grid", FAST + NU_RQ_VAE)}
+            "tiger_grid_fast_nurqvae": ("tiger_grid", FAST + NU_RQ_VAE),
+            "asymrec_sid_inputs": ("asymrec", SID_INPUTS), "asymrec_regression": ("asymrec", REGRESSION),
+            "asymrec_plain_mhq": ("asymrec", PLAIN_MHQ)}
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
            "recall@10_head", "recall@10_tail", "coverage@10"]
 LABELS = ["R@5", "R@10", "R@20", "N@5", "N@10", "N@20", "R@10 head", "R@10 tail", "Cov@10"]
@@ -82,7 +91,32 @@ def make_row(data: str, model: str, seed: int, metrics: dict, run_dir: Path, inf
         "select_users": metrics["config"]["eval"].get("select_users"), "curve": points,
         "run_dir": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
         "date": datetime.date.today().isoformat(), **info,
+        "diagnostics": metrics.get("diagnostics", {}), "codes": code_summary(run_dir),
     }
+
+
+def code_summary(run_dir: Path) -> dict:
+    """Per-level utilisation, perplexity and Gini of the run's semantic IDs before collision resolution, their
+    collision rate and (MHQ) energy share per view: CARD's codebook-balance claim, read from the run's stage."""
+    views = tokenizer_views(run_dir)
+    if views is None:
+        return {}
+    out = {key: [round(level[key], 4) for level in views["usage"]] for key in ("utilisation", "perplexity", "gini")}
+    report = RunLayout(run_dir).sids_report
+    if report.exists():
+        out["collision_rate_before"] = read_json(report)["collision_rate_before"]
+    if "energy_share_per_view" in views:
+        out["energy_share_per_view"] = [round(e, 4) for e in views["energy_share_per_view"]]
+    return out
+
+
+def refresh(row: dict) -> dict:
+    """Fill a row's diagnostics and code summary from its run directory, for rows written before they existed."""
+    run_dir = ROOT / row["run_dir"]
+    if "codes" not in row and RunLayout(run_dir).model.exists():
+        config, dataset, model = pipeline.load_run(run_dir)
+        row = {**row, "diagnostics": model.diagnostics(dataset, config.eval.max_len), "codes": code_summary(run_dir)}
+    return row
 
 
 def mean_std(values: list[float]) -> str:
@@ -119,6 +153,7 @@ def render(rows: list[dict], out: Path) -> None:
         if data in PUBLISHED:
             lines += ["", "Published (R@5 / R@10 / N@5 / N@10): " + "; ".join(
                 f"{name} {r5:.4f} / {r10:.4f} / {n5:.4f} / {n10:.4f}" for name, r5, r10, n5, n10 in PUBLISHED[data]) + "."]
+        lines += mechanisms(group)
         lines += ["", "<details><summary>runs (seed, commit, date, CPU, threads)</summary>", "",
                   "| model | seed | commit | date | CPU | threads | run |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['seed']} | {r['commit']} | {r['date']} | {r['cpu']} | {r['threads']} | `{r['run_dir']}` |"
@@ -132,6 +167,27 @@ def render(rows: list[dict], out: Path) -> None:
         tmp.write_text("\n".join(lines) + "\n")
     if out == RESULTS:
         update_readme(rows)
+
+
+def mechanisms(group: list[dict]) -> list[str]:
+    """The claims' figures per run: effective rank of the output states (collapse), per-level code usage of the
+    semantic IDs before resolution (codebook balance), MHQ's energy share per view."""
+    measured = [r for r in group if r.get("diagnostics") or r.get("codes")]
+    if not measured:
+        return []
+    def levels(values):
+        return " / ".join(f"{v:.2f}" if v < 10 else f"{v:.0f}" for v in values) if values else "–"
+    lines = ["", "Mechanisms (semantic IDs before collision resolution; effective rank of the output states at the "
+             "validation histories):", "",
+             "| model | seed | eff. rank | utilisation / level | perplexity / level | Gini / level | collisions | MHQ energy share |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in measured:
+        codes, rank = r.get("codes", {}), r.get("diagnostics", {}).get("effective_rank")
+        collisions, energy = codes.get("collision_rate_before"), codes.get("energy_share_per_view")
+        cells = [f"{rank:.1f}" if rank is not None else "–", *(levels(codes.get(k)) for k in ("utilisation", "perplexity", "gini")),
+                 f"{collisions:.4f}" if collisions is not None else "–", f"{min(energy):.3f}–{max(energy):.3f}" if energy else "–"]
+        lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def headline(rows: list[dict]) -> str:
@@ -196,11 +252,16 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render-only", action="store_true", help="rewrite reproduce.md and plots from reproduce.json")
+    parser.add_argument("--refresh", action="store_true",
+                        help="fill diagnostics and code usage of rows written before they were recorded, from their runs")
     args = parser.parse_args()
     flush_subnormals()
     torch.set_num_threads(args.threads)
     json_path = args.out.with_suffix(".json")
     rows = read_json(json_path) if json_path.exists() else []
+    if args.refresh:
+        rows = [refresh(r) for r in rows]
+        write_json(json_path, rows)
     if not args.render_only:
         info = machine()
         for data in args.data:

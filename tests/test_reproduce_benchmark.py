@@ -40,3 +40,32 @@ def test_tables_give_mean_and_std_over_seeds_and_name_every_seed(reproduce, tmp_
     reproduce.render(rows, tmp_path / "reproduce")
     text = (tmp_path / "reproduce.md").read_text()
     assert "0.0500 ± 0.0141" in text and "test CPU" in text and (tmp_path / "reproduce-amazon-beauty.png").stat().st_size > 1000
+
+
+def test_rows_carry_the_claims_figures_of_a_real_run(reproduce, tmp_path, p5_files):
+    """An AsymRec run's row holds its effective rank and the per-level usage and energy share of its MHQ codes;
+    `refresh` recomputes the same figures for a row written before they were recorded; the table shows them."""
+    from sidrec import pipeline
+    from sidrec.config import load_config
+
+    overrides = ["data.name=custom", "data.format=p5", f"data.path={p5_files / 'seq.txt'}",
+                 f"data.items_path={p5_files / 'items.jsonl'}", f"data.cache_dir={tmp_path / 'data'}",
+                 f"cache_dir={tmp_path / 'stages'}", f"embed.cache_dir={tmp_path / 'emb'}", "embed.show_progress=false",
+                 "tokenize.n_views=2", "tokenize.n_levels=2", "tokenize.codebook_size=4", "tokenize.proj_dim=8",
+                 "tokenize.epochs=2", "model.hidden=16", "model.ffn=32", "model.expert_hidden=16", "model.max_len=10",
+                 "train.epochs=2", "train.progress=false", "eval.max_len=10"]
+    config = load_config(reproduce.resolve_preset("asymrec"), overrides)
+    run_dir = tmp_path / "run"
+    metrics = pipeline.run(config, run_dir)
+    row = reproduce.make_row("amazon-beauty", "asymrec", 42, metrics, run_dir, {"cpu": "test CPU", "commit": "abc", "threads": 2})
+    rank, codes = row["diagnostics"]["effective_rank"], row["codes"]
+    assert 1.0 < rank <= 16
+    assert len(codes["utilisation"]) == len(codes["perplexity"]) == 4  # M x L code positions
+    assert all(0 < u <= 1 for u in codes["utilisation"]) and all(1 <= p <= 4 for p in codes["perplexity"])
+    assert sum(codes["energy_share_per_view"]) == pytest.approx(1.0, abs=1e-3) and 0 <= codes["collision_rate_before"] < 1
+    old = {k: v for k, v in row.items() if k not in ("diagnostics", "codes")}
+    old["run_dir"] = str(run_dir)
+    refreshed = reproduce.refresh(old)
+    assert refreshed["diagnostics"]["effective_rank"] == pytest.approx(rank, rel=1e-5) and refreshed["codes"] == codes
+    reproduce.render([row], tmp_path / "reproduce")
+    assert f"| asymrec | 42 | {rank:.1f} |" in (tmp_path / "reproduce.md").read_text()

@@ -282,6 +282,7 @@ def _run(config: RunConfig, run_dir: Path, resume: bool) -> dict:
         "valid": evaluate(model, art.dataset, "valid", config.eval),
         "test": evaluate(model, art.dataset, "test", config.eval),
         "train": {k: v for k, v in summary.items() if k != "history"},
+        "diagnostics": model.diagnostics(art.dataset, config.eval.max_len),
         "stage_seconds": art.seconds,
         "seconds": round(time.perf_counter() - start, 3),
         "seed": config.train.seed,

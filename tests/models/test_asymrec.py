@@ -227,3 +227,17 @@ def test_positions_with_smaller_codebooks_give_no_mass_to_codes_they_lack(head_t
     assert torch.isneginf(log_probs[:, 2, 2:]).all()
     totals = torch.stack([log_probs[:, p, :k].logsumexp(-1) for p, k in enumerate(sizes)], 1)
     torch.testing.assert_close(totals, torch.zeros_like(totals), atol=1e-5, rtol=0)
+
+
+def test_diagnostics_report_the_effective_rank_of_the_validation_states(cyclic_dataset):
+    """The collapse claim's figure comes from the model: the rank of the states its heads read at the
+    validation histories (a model with one hidden unit cannot exceed 1), and it leaves train mode as found."""
+    ds = cyclic_dataset
+    vectors, codes = toy_items(ds.n_items)
+    model = build_model("asymrec", SMALL, ds.n_items, embeddings=vectors, sids=codes).train()
+    rank = model.diagnostics(ds, 10)["effective_rank"]
+    assert model.training and 1.0 < rank <= SMALL["hidden"]
+    _, histories, _ = ds.split("valid", 10)
+    with torch.no_grad():
+        assert rank == pytest.approx(effective_rank(model.eval().last_states(histories)), rel=1e-6)
+    assert build_model("popularity", {}, ds.n_items).diagnostics(ds, 10) == {}

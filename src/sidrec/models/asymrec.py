@@ -16,7 +16,7 @@ product: the continuous-target setting whose hidden states `last_states` shows c
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -152,6 +152,17 @@ class AsymRec(Recommender):
         """`[B, hidden]` output state at each user's last item (what the heads read; for effective rank)."""
         histories = truncate_histories(histories, self.options.max_len)
         return last_states(self.hidden_states(histories), histories)
+
+    @torch.no_grad()
+    def diagnostics(self, dataset: Any, max_len: int) -> dict[str, float]:
+        """Effective rank of the output states at the validation histories: the collapse claim (discrete MHQ
+        targets keep it higher than regression onto the embeddings)."""
+        was_training = self.training
+        self.eval()
+        _, histories, _ = dataset.split("valid", max_len)
+        states = torch.cat([self.last_states(h) for h in histories.split(1024)])
+        self.train(was_training)
+        return {"effective_rank": effective_rank(states)}
 
     # ----- heads -------------------------------------------------------------------------------------
     def code_log_probs(self, states: torch.Tensor) -> torch.Tensor:

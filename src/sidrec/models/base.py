@@ -48,6 +48,10 @@ class Recommender(nn.Module):
     def recommend(self, histories: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def diagnostics(self, dataset: Any, max_len: int) -> dict[str, float]:
+        """Figures about the trained model itself (not its ranking), reported beside the metrics; none by default."""
+        return {}
+
     def init_args(self) -> dict:
         """What `load` needs to rebuild the module before loading its weights."""
         return {"n_items": self.n_items}
