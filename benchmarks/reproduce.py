@@ -36,25 +36,30 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
 MODELS = ["popularity", "sasrec", "tiger", "tiger_history_once", "tiger_grid", "tiger_grid_fast", "tiger_nurqvae",
           "tiger_grid_nurqvae", "tiger_grid_fast_nurqvae",
-          "card", "card_history_once", "rpg", "asymrec", "asymrec_sid_inputs", "asymrec_regression",
-          "asymrec_plain_mhq", "card_asymrec"]
+          "card", "card_history_once", "rpg", "rpg_heads", "asymrec", "asymrec_rpg_heads", "asymrec_rpg_size",
+          "asymrec_sid_inputs", "asymrec_regression", "asymrec_plain_mhq", "card_asymrec"]
 # Named variants of a preset: (preset, overrides), stated in the run's config.yaml like any --set.
 HISTORY_ONCE = ["model.sample_mode=history_once", "train.batch_size=128"]  # same accuracy as per-prefix, cheaper
 # CARD's quantizer (NU-RQ-VAE 4 x 256, Sinkhorn last level) under the GRID recipe: against `tiger_grid` only the IDs differ.
 NU_RQ_VAE = ["tokenize.name=nurqvae", "tokenize.resolution=sinkhorn", "tokenize.n_levels=4"]
 # The GRID recipe inside the 60-minute budget: twice its lr, annealed to 0 by a cosine over 16 epochs (the same
 # mean lr as its constant 5e-4), validated every 2nd epoch.
+FAST = ["train.lr=0.001", "train.schedule=cosine", "train.warmup_steps=100", "train.epochs=16", "train.eval_every=2"]
 # AsymRec's ablations at convergence, for the papers' claims: SID inputs instead of MSP (the tail-item claim),
 # regression onto the embeddings instead of MHQ codes (the collapse claim: effective rank of the output states).
 SID_INPUTS = ["model.inputs=sid"]
 REGRESSION = ["model.targets=regression"]
+RPG_HEADS = ["model.head_type=rpg"]  # RPG's heads: residual MLP per code position, cosine logits vs tied code embeddings
+# The network RPG reports on Beauty (hidden 448, 2 layers, 4 heads, FFN 1024, dropout 0.5, max length 50; the
+# asymrec preset has the layers and length already), for picking AsymRec's size on validation.
+RPG_SIZE = ["model.hidden=448", "model.heads=4", "model.ffn=1024", "model.dropout=0.5"]
 PLAIN_MHQ = ["tokenize.balance_weight=0", "tokenize.ortho_weight=0"]  # MHQ without its balance and orthogonality terms
-FAST = ["train.lr=0.001", "train.schedule=cosine", "train.warmup_steps=100", "train.epochs=16", "train.eval_every=2"]
 VARIANTS = {"tiger_history_once": ("tiger", HISTORY_ONCE), "card_history_once": ("card", HISTORY_ONCE),
             "tiger_grid_nurqvae": ("tiger_grid", NU_RQ_VAE), "tiger_grid_fast": ("tiger_grid", FAST),
             "tiger_grid_fast_nurqvae": ("tiger_grid", FAST + NU_RQ_VAE),
             "asymrec_sid_inputs": ("asymrec", SID_INPUTS), "asymrec_regression": ("asymrec", REGRESSION),
-            "asymrec_plain_mhq": ("asymrec", PLAIN_MHQ)}
+            "asymrec_plain_mhq": ("asymrec", PLAIN_MHQ), "rpg_heads": ("rpg", RPG_HEADS),
+            "asymrec_rpg_heads": ("asymrec", RPG_HEADS), "asymrec_rpg_size": ("asymrec", RPG_SIZE)}
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
            "recall@10_head", "recall@10_tail", "coverage@10"]
 LABELS = ["R@5", "R@10", "R@20", "N@5", "N@10", "N@20", "R@10 head", "R@10 tail", "Cov@10"]
