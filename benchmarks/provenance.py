@@ -1,9 +1,12 @@
-"""Where a benchmark's figures came from: the CPU model and the commit (with `+dirty` for uncommitted edits)."""
+"""Where a benchmark's figures came from (the CPU model, the commit with `+dirty` for uncommitted edits) and where
+they go (a marked block of the README)."""
 
 from __future__ import annotations
 
 import platform
 import subprocess
+
+from sidrec.io import atomic_path
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,3 +25,15 @@ def commit(*paths: str) -> str:
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     return head + ("+dirty" if status else "")
+
+
+def replace_marked(path: Path, marker: str, text: str) -> bool:
+    """Replace what lies between `<!-- marker -->` and `<!-- /marker -->` in `path` by `text`; False without them."""
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    content = path.read_text()
+    if start not in content or end not in content:
+        return False
+    head, rest = content.split(start, 1)
+    with atomic_path(path) as tmp:
+        tmp.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+    return True

@@ -30,7 +30,7 @@ from sidrec.io import atomic_path, read_json, write_json
 from sidrec.reporting.collect import curve_of
 from sidrec.reporting.inspect import tokenizer_views
 from sidrec.rundir import RunLayout
-from provenance import commit, cpu_model
+from provenance import commit, cpu_model, replace_marked
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
@@ -181,7 +181,13 @@ def mechanisms(group: list[dict]) -> list[str]:
     if not measured:
         return []
     def levels(values):
-        return " / ".join(f"{v:.2f}" if v < 10 else f"{v:.0f}" for v in values) if values else "–"
+        if not values:
+            return "–"
+        fmt = "{:.2f}" if max(values) < 10 else "{:.0f}"
+        if len(values) <= 6:
+            return " / ".join(fmt.format(v) for v in values)
+        return (f"{len(values)} levels: mean {fmt.format(statistics.mean(values))}, "
+                f"{fmt.format(min(values))}–{fmt.format(max(values))}")
     lines = ["", "Mechanisms (semantic IDs before collision resolution; effective rank of the output states at the "
              "validation histories):", "",
              "| model | seed | eff. rank | utilisation / level | perplexity / level | Gini / level | collisions | MHQ energy share |",
@@ -213,14 +219,8 @@ def headline(rows: list[dict]) -> str:
 
 
 def update_readme(rows: list[dict], readme: Path = ROOT / "README.md") -> None:
-    """Replace the block between the reproduce-table markers of the README with `headline(rows)`."""
-    start, end = "<!-- reproduce-table -->", "<!-- /reproduce-table -->"
-    text = readme.read_text()
-    if start not in text or end not in text:
-        return
-    head, rest = text.split(start, 1)
-    with atomic_path(readme) as tmp:
-        tmp.write_text(f"{head}{start}\n{headline(rows)}\n{end}{rest.split(end, 1)[1]}")
+    """Replace the block between the README's reproduce-table markers with `headline(rows)`."""
+    replace_marked(readme, "reproduce-table", headline(rows))
 
 
 def plot(rows: list[dict], path: Path, data: str) -> None:

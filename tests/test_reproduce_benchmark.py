@@ -69,3 +69,13 @@ def test_rows_carry_the_claims_figures_of_a_real_run(reproduce, tmp_path, p5_fil
     assert refreshed["diagnostics"]["effective_rank"] == pytest.approx(rank, rel=1e-5) and refreshed["codes"] == codes
     reproduce.render([row], tmp_path / "reproduce")
     assert f"| asymrec | 42 | {rank:.1f} |" in (tmp_path / "reproduce.md").read_text()
+
+
+def test_marked_blocks_are_replaced_and_the_rest_kept(tmp_path):
+    from provenance import replace_marked
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- t -->\nold\n<!-- /t -->\noutro\n")
+    assert replace_marked(readme, "t", "new")
+    assert readme.read_text() == "intro\n<!-- t -->\nnew\n<!-- /t -->\noutro\n"
+    assert not replace_marked(readme, "other", "x") and "new" in readme.read_text()
