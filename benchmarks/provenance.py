@@ -19,10 +19,10 @@ def cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
 
 
-def commit(*paths: str) -> str:
-    """Short HEAD, plus `+dirty` when tracked files (under `paths`, default all) differ from it."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=ROOT,
+def commit(*paths: str, root: Path = ROOT) -> str:
+    """Short HEAD of the checkout `root`, plus `+dirty` when tracked files (under `paths`, default all) differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=root,
                             capture_output=True, text=True).stdout.strip()
     return head + ("+dirty" if status else "")
 
