@@ -53,8 +53,11 @@ def test_an_edited_title_is_embedded_again(tmp_path, data_sets, p5_files):
     second = pipeline.build_artifacts(load_config(None, sets), tmp_path / "run2", until="embed")
     assert len(stage_folders(tmp_path, "embed")) == 2
     row = list(second.dataset.item_ids).index("i05")
-    changed = (first.embeddings.vectors != second.embeddings.vectors).any(dim=1)
-    assert changed[row] and changed.sum() == 1
+    # Only the edited item moves. The others are compared with a tolerance: the edit changes the batch's
+    # padded length, and with it the float rounding of every row on some CPUs (seen on AMD EPYC).
+    moved = (first.embeddings.vectors - second.embeddings.vectors).norm(dim=1)
+    assert moved[row] > 1e-2
+    assert torch.cat([moved[:row], moved[row + 1:]]).max() < 1e-4
 
 
 def test_an_edited_interaction_trains_the_collaborative_model_again(tmp_path, data_sets, p5_files):
@@ -124,3 +127,11 @@ def test_a_resumed_run_keeps_its_own_dataset_and_stages_whatever_the_cache_says_
     assert len(stage_folders(tmp_path, "embed")) == 1  # nothing rebuilt
     fresh = pipeline.build_artifacts(load_config(None, sets), tmp_path / "run", until="embed")  # not a resume: rebuilt
     assert "i3x" in set(fresh.dataset.item_ids) and len(stage_folders(tmp_path, "embed")) == 2
+
+
+def test_a_stage_without_the_stage_it_reads_is_refused_by_name(tmp_path, data_sets):
+    config = load_config(None, data_sets + ["tokenize.name=rkmeans"])
+    assert config.embed is None and config.tokenize is not None
+    with pytest.raises(ValueError, match="a `tokenize` section needs the `embed` section to tokenize"):
+        pipeline.build_artifacts(config, tmp_path / "run")
+    assert [stage.name for stage in pipeline.STAGES] == ["collaborative", "embed", "tokenize"]  # the order they chain

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import yaml
@@ -139,53 +139,84 @@ def fit_model(model: Recommender, dataset: Dataset, train_config, eval_config, o
                        resume=resume)
 
 
-def collaborative_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
+@dataclass(frozen=True)
+class Stage:
+    """One cached step before the model.
+
+    `section` picks its part of the run config (None: the run has no such stage); `needs` names the artifacts
+    of earlier stages it reads; `options` is what, besides those inputs' content, its output depends on;
+    `build` fills a folder; `load` reads the artifact back from one. Its cache key chains the fingerprint of
+    every earlier stage (the dataset's content first), its options, and its code revision (`STAGE_REVISIONS`).
+    """
+
+    name: str
+    artifact: str  # the `Artifacts` field it fills
+    section: Callable[[RunConfig], Any]
+    options: Callable[[RunConfig], Any]
+    build: Callable[[RunConfig, Artifacts, Path], None]
+    load: Callable[[Path], Any]
+    needs: tuple[str, ...] = ()
+
+    def key(self, config: RunConfig, art: Artifacts) -> str:
+        return fingerprint(self.name, STAGE_REVISIONS[self.name], art.fingerprint, self.options(config))
+
+    def run(self, config: RunConfig, art: Artifacts, run_dir: Path) -> None:
+        """Fill `art` with this stage's artifact: from the cache when its key is there, else built."""
+        missing = [need for need in self.needs if getattr(art, need) is None]
+        if missing:
+            raise ValueError(f"a `{self.name}` section needs {' and '.join(f'the `{STAGE_OF[m]}` section' for m in missing)} "
+                             f"to {self.name}")
+        key = self.key(config, art)
+        folder = cached_stage(self.name, key, config, run_dir, lambda out: self.build(config, art, out), art.resume)
+        setattr(art, self.artifact, self.load(folder))
+        art.fingerprint = key
+
+
+def _build_collaborative(config: RunConfig, art: Artifacts, folder: Path) -> None:
     """Train the collaborative model on the training split; keep its item embeddings."""
     section = config.collaborative
-    key = fingerprint("collaborative", STAGE_REVISIONS["collaborative"], art.fingerprint, section.model_dump(mode="json", exclude={"train": {"log_dir"}}))
-
-    def build(folder: Path) -> None:
-        torch.manual_seed(section.train.seed)
-        model = build_model(section.model.name, section.model.options(), art.dataset.n_items)
-        summary = fit_model(model, art.dataset, section.train, config.eval, None)
-        model.save(folder / STAGE_MODEL)
-        write_json(folder / STAGE_TRAIN_LOG, summary)
-        ItemEmbeddings(model.item_embeddings().detach(), f"collaborative:{section.model.name}",
-                       {f"best_valid_{config.eval.select_metric}": summary.get(f"best_valid_{config.eval.select_metric}")}).save(folder / COLLABORATIVE_EMBEDDINGS)
-
-    folder = cached_stage("collaborative", key, config, run_dir, build, art.resume)
-    art.collaborative = ItemEmbeddings.load(folder / COLLABORATIVE_EMBEDDINGS)
-    art.fingerprint = key
+    torch.manual_seed(section.train.seed)
+    model = build_model(section.model.name, section.model.options(), art.dataset.n_items)
+    summary = fit_model(model, art.dataset, section.train, config.eval, None)
+    model.save(folder / STAGE_MODEL)
+    write_json(folder / STAGE_TRAIN_LOG, summary)
+    metric = f"best_valid_{config.eval.select_metric}"
+    ItemEmbeddings(model.item_embeddings().detach(), f"collaborative:{section.model.name}",
+                   {metric: summary.get(metric)}).save(folder / COLLABORATIVE_EMBEDDINGS)
 
 
-def embed_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
-    key = fingerprint("embed", STAGE_REVISIONS["embed"], art.fingerprint, config.embed.model_dump(mode="json"))
-
-    def build(folder: Path) -> None:
-        encoder = build_encoder(config.embed.name, **config.embed.options())
-        encoder.encode(art.dataset.items, collaborative=art.collaborative).save(folder / EMBEDDINGS)
-
-    folder = cached_stage("embed", key, config, run_dir, build, art.resume)
-    art.embeddings = ItemEmbeddings.load(folder / EMBEDDINGS)
-    art.fingerprint = key
+def _build_embeddings(config: RunConfig, art: Artifacts, folder: Path) -> None:
+    encoder = build_encoder(config.embed.name, **config.embed.options())
+    encoder.encode(art.dataset.items, collaborative=art.collaborative).save(folder / EMBEDDINGS)
 
 
-def tokenize_stage(config: RunConfig, art: Artifacts, run_dir: Path) -> None:
-    if art.embeddings is None:
-        raise ValueError("a `tokenize` section needs an `embed` section to tokenize")
+def _tokenize_options(config: RunConfig) -> tuple[str, dict]:
     options = config.tokenize.options()
-    resolution = options.pop("resolution", "dedup")
-    # Keyed by the tokenizer's resolved options, defaults included: a changed default (NU-RQ-VAE's input
-    # standardisation) is a different tokenizer, never served from a stage cached before the change.
-    resolved = build_tokenizer(config.tokenize.name, **options).options
-    key = fingerprint("tokenize", STAGE_REVISIONS["tokenize"], art.fingerprint, config.tokenize.name, resolution, resolved)
+    return options.pop("resolution", "dedup"), options
 
-    def build(folder: Path) -> None:
-        tokenize(art.embeddings, config.tokenize.name, resolution=resolution, options=options, out_dir=folder)
 
-    folder = cached_stage("tokenize", key, config, run_dir, build, art.resume)
-    art.sids = SemanticIDs.load(folder / SIDS_FILE)
-    art.fingerprint = key
+def _tokenize_key(config: RunConfig) -> list:
+    """The tokenizer's resolved options, defaults included: a changed default (NU-RQ-VAE's input
+    standardisation) is a different tokenizer, never served from a stage cached before the change."""
+    resolution, options = _tokenize_options(config)
+    return [config.tokenize.name, resolution, build_tokenizer(config.tokenize.name, **options).options]
+
+
+def _build_sids(config: RunConfig, art: Artifacts, folder: Path) -> None:
+    resolution, options = _tokenize_options(config)
+    tokenize(art.embeddings, config.tokenize.name, resolution=resolution, options=options, out_dir=folder)
+
+
+STAGES = (
+    Stage("collaborative", "collaborative", lambda c: c.collaborative,
+          lambda c: c.collaborative.model_dump(mode="json", exclude={"train": {"log_dir"}}), _build_collaborative,
+          lambda folder: ItemEmbeddings.load(folder / COLLABORATIVE_EMBEDDINGS)),
+    Stage("embed", "embeddings", lambda c: c.embed, lambda c: c.embed.model_dump(mode="json"), _build_embeddings,
+          lambda folder: ItemEmbeddings.load(folder / EMBEDDINGS)),
+    Stage("tokenize", "sids", lambda c: c.tokenize, _tokenize_key, _build_sids,
+          lambda folder: SemanticIDs.load(folder / SIDS_FILE), needs=("embeddings",)),
+)
+STAGE_OF = {stage.artifact: stage.name for stage in STAGES}
 
 
 def build_artifacts(config: RunConfig, run_dir: Path, until: str | None = None, resume: bool = False) -> Artifacts:
@@ -194,13 +225,12 @@ def build_artifacts(config: RunConfig, run_dir: Path, until: str | None = None, 
     art = Artifacts(dataset, fingerprint("data", STAGE_REVISIONS["data"], __version__,
                                          config.data.model_dump(exclude={"cache_dir", "data_dir"}), digest),
                     resume=resume)
-    for name, needed, stage in (("collaborative", config.collaborative, collaborative_stage),
-                                ("embed", config.embed, embed_stage), ("tokenize", config.tokenize, tokenize_stage)):
-        if needed is not None:
+    for stage in STAGES:
+        if stage.section(config) is not None:
             start = time.perf_counter()
-            stage(config, art, run_dir)
-            art.seconds[name] = round(time.perf_counter() - start, 3)
-        if name == until:
+            stage.run(config, art, run_dir)
+            art.seconds[stage.name] = round(time.perf_counter() - start, 3)
+        if stage.name == until:
             break
     return art
 
