@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import statistics
 from pathlib import Path
 
@@ -230,7 +231,7 @@ def plot(rows: list[dict], path: Path, data: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    colours = dict(zip(MODELS, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2))
+    colours = dict(zip(MODELS, itertools.cycle(plt.get_cmap("tab20").colors)))
     for r in rows:
         if r["curve"]:
             _, wall, ndcg = zip(*r["curve"])
