@@ -29,7 +29,10 @@ from sidrec.cli import flush_subnormals
 from sidrec.config import load_config, resolve_preset
 from sidrec.io import atomic_path, read_json, write_json
 from sidrec.reporting.collect import curve_of
+from sidrec.data import Dataset
 from sidrec.reporting.inspect import tokenizer_views
+from sidrec.semantic_ids import SemanticIDs
+from sidrec.tokenizers.metrics import prefix_agreement
 from sidrec.rundir import RunLayout
 from provenance import commit, cpu_model, replace_marked
 
@@ -118,13 +121,19 @@ def code_summary(run_dir: Path) -> dict:
         out["collision_rate_before"] = read_json(report)["collision_rate_before"]
     if "energy_share_per_view" in views:
         out["energy_share_per_view"] = [round(e, 4) for e in views["energy_share_per_view"]]
+    layout = RunLayout(run_dir)
+    if layout.sids.exists():  # the IDs the generator sees (resolved), against the training transitions
+        agreement = prefix_agreement(SemanticIDs.load(layout.sids).codes, *Dataset.load(layout.snapshot).train_sequences())
+        out["prefix_agreement"] = [round(a["next_item"], 4) for a in agreement]
+        out["prefix_chance"] = [round(a["chance"], 5) for a in agreement]
     return out
 
 
 def refresh(row: dict) -> dict:
-    """Fill a row's diagnostics and code summary from its run directory, for rows written before they existed."""
+    """Fill a row's diagnostics and code summary from its run directory, for rows written before they (or one
+of their figures) existed."""
     run_dir = ROOT / row["run_dir"]
-    if "codes" not in row and RunLayout(run_dir).model.exists():
+    if "prefix_agreement" not in row.get("codes", {}) and RunLayout(run_dir).model.exists():
         config, dataset, model = pipeline.load_run(run_dir)
         row = {**row, "diagnostics": model.diagnostics(dataset, config.eval.max_len), "codes": code_summary(run_dir)}
     return row
@@ -182,7 +191,8 @@ def render(rows: list[dict], out: Path) -> None:
 
 def mechanisms(group: list[dict]) -> list[str]:
     """The claims' figures per run: effective rank of the output states (collapse), per-level code usage of the
-    semantic IDs before resolution (codebook balance), MHQ's energy share per view."""
+    semantic IDs before resolution (codebook balance), MHQ's energy share per view, and how often the next item
+    of a training sequence shares its first codes with the current one (what the ID hierarchy gives a generator)."""
     measured = [r for r in group if r.get("diagnostics") or r.get("codes")]
     if not measured:
         return []
@@ -194,15 +204,19 @@ def mechanisms(group: list[dict]) -> list[str]:
             return " / ".join(fmt.format(v) for v in values)
         return (f"{len(values)} levels: mean {fmt.format(statistics.mean(values))}, "
                 f"{fmt.format(min(values))}–{fmt.format(max(values))}")
-    lines = ["", "Mechanisms (semantic IDs before collision resolution; effective rank of the output states at the "
-             "validation histories):", "",
-             "| model | seed | eff. rank | utilisation / level | perplexity / level | Gini / level | collisions | MHQ energy share |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["", "Mechanisms: usage and collisions of the semantic IDs before collision resolution; effective rank of "
+             "the output states at the validation histories; how often consecutive items of the training sequences share "
+             "their first 1 / 2 / 3 codes (resolved IDs), against a random pair:", "",
+             "| model | seed | eff. rank | utilisation / level | perplexity / level | Gini / level | collisions | MHQ energy share | "
+             "next item shares 1 / 2 / 3 codes (chance) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in measured:
         codes, rank = r.get("codes", {}), r.get("diagnostics", {}).get("effective_rank")
         collisions, energy = codes.get("collision_rate_before"), codes.get("energy_share_per_view")
         cells = [f"{rank:.1f}" if rank is not None else "–", *(levels(codes.get(k)) for k in ("utilisation", "perplexity", "gini")),
-                 f"{collisions:.4f}" if collisions is not None else "–", f"{min(energy):.3f}–{max(energy):.3f}" if energy else "–"]
+                 f"{collisions:.4f}" if collisions is not None else "–", f"{min(energy):.3f}–{max(energy):.3f}" if energy else "–",
+                 " / ".join(f"{a:.4f} ({c:.4f})" for a, c in zip(codes["prefix_agreement"][:3], codes["prefix_chance"][:3]))
+                 if "prefix_agreement" in codes else "–"]
         lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join(cells) + " |")
     return lines
 

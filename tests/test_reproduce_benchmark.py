@@ -63,7 +63,9 @@ def test_rows_carry_the_claims_figures_of_a_real_run(reproduce, tmp_path, p5_fil
     assert len(codes["utilisation"]) == len(codes["perplexity"]) == 4  # M x L code positions
     assert all(0 < u <= 1 for u in codes["utilisation"]) and all(1 <= p <= 4 for p in codes["perplexity"])
     assert sum(codes["energy_share_per_view"]) == pytest.approx(1.0, abs=1e-3) and 0 <= codes["collision_rate_before"] < 1
-    old = {k: v for k, v in row.items() if k not in ("diagnostics", "codes")}
+    assert len(codes["prefix_agreement"]) == len(codes["prefix_chance"]) >= 4  # M x L codes (+ a dedup level)
+    assert codes["prefix_agreement"] == sorted(codes["prefix_agreement"], reverse=True)  # a longer prefix is rarer
+    old = {**{k: v for k, v in row.items() if k != "diagnostics"}, "codes": {k: v for k, v in codes.items() if "prefix" not in k}}
     old["run_dir"] = str(run_dir)
     refreshed = reproduce.refresh(old)
     assert refreshed["diagnostics"]["effective_rank"] == pytest.approx(rank, rel=1e-5) and refreshed["codes"] == codes
