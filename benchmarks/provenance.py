@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from pathlib import Path
 
 from sidrec.io import atomic_path
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,13 +27,13 @@ import torch
 from sidrec import pipeline
 from sidrec.cli import flush_subnormals
 from sidrec.config import load_config, resolve_preset
+from sidrec.data import Dataset
 from sidrec.io import atomic_path, read_json, write_json
 from sidrec.reporting.collect import curve_of
-from sidrec.data import Dataset
 from sidrec.reporting.inspect import tokenizer_views
+from sidrec.rundir import RunLayout
 from sidrec.semantic_ids import SemanticIDs
 from sidrec.tokenizers.metrics import prefix_agreement
-from sidrec.rundir import RunLayout
 from provenance import commit, cpu_model, replace_marked
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,28 +110,26 @@ def make_row(data: str, model: str, seed: int, metrics: dict, run_dir: Path, inf
 
 
 def code_summary(run_dir: Path) -> dict:
-    """Per-level utilisation, perplexity and Gini of the run's semantic IDs before collision resolution, their
-    collision rate and (MHQ) energy share per view: CARD's codebook-balance claim, read from the run's stage."""
-    views = tokenizer_views(run_dir)
-    if views is None:
-        return {}
-    out = {key: [round(level[key], 4) for level in views["usage"]] for key in ("utilisation", "perplexity", "gini")}
-    report = RunLayout(run_dir).sids_report
-    if report.exists():
-        out["collision_rate_before"] = read_json(report)["collision_rate_before"]
-    if "energy_share_per_view" in views:
-        out["energy_share_per_view"] = [round(e, 4) for e in views["energy_share_per_view"]]
+    """Per-level utilisation, perplexity and Gini of the run's semantic IDs before collision resolution and their
+    collision rate (the tokenize stage's report: CARD's codebook-balance claim), MHQ's energy share per view, and
+    the prefix agreement of the resolved IDs with the training transitions."""
     layout = RunLayout(run_dir)
-    if layout.sids.exists():  # the IDs the generator sees (resolved), against the training transitions
-        agreement = prefix_agreement(SemanticIDs.load(layout.sids).codes, *Dataset.load(layout.snapshot).train_sequences())
-        out["prefix_agreement"] = [round(a["next_item"], 4) for a in agreement]
-        out["prefix_chance"] = [round(a["chance"], 5) for a in agreement]
+    if not layout.sids_report.exists():
+        return {}
+    report = read_json(layout.sids_report)
+    out = {key: [round(level[key], 4) for level in report["levels"]] for key in ("utilisation", "perplexity", "gini")}
+    out["collision_rate_before"] = report["collision_rate_before"]
+    if report["tokenizer"] == "mhq":  # the energy share needs the fitted projection (recomputed from the stage)
+        out["energy_share_per_view"] = [round(e, 4) for e in tokenizer_views(run_dir)["energy_share_per_view"]]
+    agreement = prefix_agreement(SemanticIDs.load(layout.sids).codes, *Dataset.load(layout.snapshot).train_sequences())
+    out["prefix_agreement"] = [round(a["next_item"], 4) for a in agreement]
+    out["prefix_chance"] = [round(a["chance"], 5) for a in agreement]
     return out
 
 
 def refresh(row: dict) -> dict:
     """Fill a row's diagnostics and code summary from its run directory, for rows written before they (or one
-of their figures) existed."""
+    of their figures) existed."""
     run_dir = ROOT / row["run_dir"]
     if "prefix_agreement" not in row.get("codes", {}) and RunLayout(run_dir).model.exists():
         config, dataset, model = pipeline.load_run(run_dir)

@@ -25,7 +25,7 @@ from torch import nn
 
 from sidrec.decoding.trie import SIDTrie
 from sidrec.features.embeddings import ItemEmbeddings
-from sidrec.models.base import Recommender, scores_top_k, truncate_histories
+from sidrec.models.base import Recommender, evaluating, scores_top_k, truncate_histories
 from sidrec.models.causal import CausalEncoder, CausalOptions, init_transformer_weights, last_states
 from sidrec.models.sasrec import SASRec
 from sidrec.semantic_ids import SemanticIDs
@@ -157,11 +157,9 @@ class AsymRec(Recommender):
     def diagnostics(self, dataset: Any, max_len: int) -> dict[str, float]:
         """Effective rank of the output states at the validation histories: the collapse claim (discrete MHQ
         targets keep it higher than regression onto the embeddings)."""
-        was_training = self.training
-        self.eval()
         _, histories, _ = dataset.split("valid", max_len)
-        states = torch.cat([self.last_states(h) for h in histories.split(1024)])
-        self.train(was_training)
+        with evaluating(self):
+            states = torch.cat([self.last_states(h) for h in histories.split(1024)])
         return {"effective_rank": effective_rank(states)}
 
     # ----- heads -------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -111,6 +112,17 @@ def build_model(name: str, options: dict, n_items: int, **context: Any) -> Recom
         stage = {"sids": "a `tokenize` section", "embeddings": "an `embed` section"}
         raise ValueError(f"model {name!r} needs {' and '.join(stage[m] for m in missing)} in its config")
     return cls(parsed, n_items, **{need: context[need] for need in cls.needs})
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """`module` in eval mode inside the block, back to the mode it was in afterwards (also on error)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def truncate_histories(histories: torch.Tensor, max_len: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ from sidrec.models.dropout import attention, dropout
 from pydantic import Field
 
 from sidrec.data import Dataset
-from sidrec.models.base import ModelOptions, Recommender, bucketed_batches
+from sidrec.models.base import ModelOptions, Recommender, bucketed_batches, evaluating
 from sidrec.semantic_ids import EOS_TOKEN, PAD_TOKEN, SemanticIDs
 
 IGNORE = -100  # label of padded targets in window batches
@@ -459,16 +459,12 @@ class TIGER(Recommender):
         width = beam_width if beam_width is not None else max(k, self.options.beam_width)
         histories = self._histories(histories)
         order = torch.argsort((histories >= 0).sum(1), stable=True)
-        was_training = self.training
-        self.eval()
         self.trie.to(self.item_tokens.device)
-        try:
+        with evaluating(self):
             out = [
                 constrained_beam_search(self, *self.encoder_inputs(chunk), self.trie, beam_width=width, k=k)
                 for chunk in histories[order].split(batch_size)
             ]
-        finally:
-            self.train(was_training)
         items, scores = torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
         restore = torch.empty_like(order)
         restore[order] = torch.arange(len(order), device=order.device)
@@ -478,9 +474,7 @@ class TIGER(Recommender):
     def item_code_log_probs(self, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """`[B, k, n_levels + 1]` log-probability of each token of each item's SID (then eos), teacher-forced:
         how the beam's prefixes scored, level by level (the report's user inspector)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             input_ids, mask = self.encoder_inputs(histories)
             B, k = items.shape
             eos = torch.full((B, k, 1), EOS_TOKEN, dtype=torch.long, device=input_ids.device)
@@ -488,8 +482,6 @@ class TIGER(Recommender):
             decoder_inputs = torch.cat([torch.full_like(targets[..., :1], PAD_TOKEN), targets[..., :-1]], -1)
             logits = self(input_ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0), decoder_inputs.flatten(0, 1))
             log_probs = torch.log_softmax(logits.float(), -1).gather(2, targets.flatten(0, 1)[..., None])[..., 0]
-        finally:
-            self.train(was_training)
         return log_probs.view(B, k, -1)
 
     # ----- Hugging Face export ------------------------------------------------------------
