@@ -24,20 +24,11 @@ from sidrec import pipeline
 from sidrec.cli import flush_subnormals
 from sidrec.config import load_config, resolve_preset
 from sidrec.io import atomic_path, read_json, write_json
+from step_throughput import matmul_peak
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ["popularity", "sasrec", "tiger", "card"]
 PAPER = {"amazon-beauty": "TIGER paper: R@10 .0648, N@10 .0384"}
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Measured fp32 GFLOP/s of a square matmul on this machine."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def step_efficiency(run_dir: Path, batch_size: int, repeats: int = 5) -> dict | None:
