@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
 MODELS = ["popularity", "sasrec", "tiger", "tiger_history_once", "tiger_grid", "tiger_grid_fast", "tiger_nurqvae",
           "tiger_grid_nurqvae", "tiger_grid_fast_rqvae", "tiger_grid_fast_nurqvae",
-          "card", "card_history_once", "rpg", "rpg_heads", "asymrec", "asymrec_rpg_heads", "asymrec_rpg_size",
+          "card", "card_history_once", "card_grid_fast", "rpg", "rpg_heads", "asymrec", "asymrec_rpg_heads", "asymrec_rpg_size",
           "asymrec_sid_inputs", "asymrec_regression", "asymrec_plain_mhq", "card_asymrec"]
 # Named variants of a preset: (preset, overrides), stated in the run's config.yaml like any --set.
 HISTORY_ONCE = ["model.sample_mode=history_once", "train.batch_size=128"]  # same accuracy as per-prefix, cheaper
@@ -53,6 +53,9 @@ RQ_VAE_CONTROL = ["tokenize.name=rqvae", "tokenize.resolution=sinkhorn", "tokeni
 # The GRID recipe inside the 60-minute budget: twice its lr, annealed to 0 by a cosine over 16 epochs (the same
 # mean lr as its constant 5e-4), validated every 2nd epoch.
 FAST = ["train.lr=0.001", "train.schedule=cosine", "train.warmup_steps=100", "train.epochs=16", "train.eval_every=2"]
+# CARD (its unit images, NU-RQ-VAE 4 x 256, the paper's generator) trained by the recipe above: against
+# `tiger_grid_fast_nurqvae` only the item embeddings differ (CARD's unit images instead of the item text).
+GRID_FAST_TRAINING = HISTORY_ONCE + ["train.weight_decay=0.000001"] + FAST
 # AsymRec's ablations at convergence, for the papers' claims: SID inputs instead of MSP (the tail-item claim),
 # regression onto the embeddings instead of MHQ codes (the collapse claim: effective rank of the output states).
 SID_INPUTS = ["model.inputs=sid"]
@@ -65,7 +68,7 @@ PLAIN_MHQ = ["tokenize.balance_weight=0", "tokenize.ortho_weight=0"]  # MHQ with
 VARIANTS = {"tiger_history_once": ("tiger", HISTORY_ONCE), "card_history_once": ("card", HISTORY_ONCE),
             "tiger_grid_nurqvae": ("tiger_grid", NU_RQ_VAE), "tiger_grid_fast": ("tiger_grid", FAST),
             "tiger_grid_fast_nurqvae": ("tiger_grid", FAST + NU_RQ_VAE),
-            "tiger_grid_fast_rqvae": ("tiger_grid", FAST + RQ_VAE_CONTROL),
+            "tiger_grid_fast_rqvae": ("tiger_grid", FAST + RQ_VAE_CONTROL), "card_grid_fast": ("card", GRID_FAST_TRAINING),
             "asymrec_sid_inputs": ("asymrec", SID_INPUTS), "asymrec_regression": ("asymrec", REGRESSION),
             "asymrec_plain_mhq": ("asymrec", PLAIN_MHQ), "rpg_heads": ("rpg", RPG_HEADS),
             "asymrec_rpg_heads": ("asymrec", RPG_HEADS), "asymrec_rpg_size": ("asymrec", RPG_SIZE)}
