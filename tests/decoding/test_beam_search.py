@@ -125,3 +125,15 @@ def test_beam_narrower_than_k_or_k_above_catalogue_is_an_error():
         constrained_beam_search(model, ids, mask, model.trie, beam_width=3, k=5)
     with pytest.raises(ValueError, match="catalogue size"):
         constrained_beam_search(model, ids, mask, model.trie, beam_width=500, k=500)
+
+
+def test_exact_top_k_takes_k_from_one_to_the_catalogue_size():
+    model = tiny_model()
+    ids, mask = model.encoder_inputs(histories(model))
+    n = model.n_items
+    for k in (0, n + 1):
+        with pytest.raises(ValueError, match=rf"k must be in \[1, {n}\], got {k}"):
+            exact_top_k(model, ids, mask, model.trie, k)
+    items, _ = exact_top_k(model, ids, mask, model.trie, n)
+    assert all(sorted(row) == list(range(n)) for row in items.tolist())
+    assert exact_top_k(model, ids, mask, model.trie, 1)[0].shape == (ids.shape[0], 1)

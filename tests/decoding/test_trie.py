@@ -68,3 +68,18 @@ def test_from_semantic_ids_carries_token_offsets():
     trie = SIDTrie.from_semantic_ids(sids)
     assert trie.token_offsets == [2, 6]
     assert trie.n_nodes(1) == len(torch.unique(sids.codes[:, 0]))
+
+
+def test_a_code_one_past_its_codebook_is_unknown_even_when_its_neighbour_exists():
+    sizes = [2, 3]
+    trie = SIDTrie(torch.cartesian_prod(torch.arange(2), torch.arange(3)), sizes)  # every code is an item
+    assert trie.lookup(torch.tensor([[1, 3], [2, 0], [1, 2]])).tolist() == [-1, -1, 5]
+
+
+def test_the_duplicate_named_is_a_real_duplicate_and_the_count_is_of_items():
+    codes = torch.tensor([[0, 0], [1, 1], [1, 1], [0, 1], [1, 1]])  # the repeated code is not the smallest
+    with pytest.raises(ValueError, match=r"2 items share a code.*items \[1, 2, 4\] all have code \[1, 1\]"):
+        SIDTrie(codes, [2, 2])
+    many = torch.tensor([[1, 0]] * 7 + [[0, 0]])
+    with pytest.raises(ValueError, match=r"6 items share a code.*items \[0, 1, 2, 3, 4\] all"):
+        SIDTrie(many, [2, 2])

@@ -7,7 +7,7 @@ import torch
 
 from sidrec.config import EvalConfig
 from sidrec.evaluation import coverage, evaluate, head_tail_recall, ranking_metrics, tail_items
-from sidrec.evaluation.protocol import top_k
+from sidrec.evaluation.protocol import rank_items, top_k
 from sidrec.models import build_model
 
 
@@ -106,3 +106,63 @@ def test_epoch_selection_sample_is_fixed_seeded_and_restricts_the_users(cyclic_d
     assert sampled["users"] == 10 and sampled["recall@10"] == 1.0 and sampled["ndcg@10"] == 1.0
     everyone = evaluate(oracle, cyclic_dataset, "valid", config)
     assert everyone["users"] == n and everyone["recall@10"] < 1.0
+
+
+def test_defaults_are_coverage_at_10_and_an_80_percent_tail():
+    top = torch.arange(24).reshape(2, 12)  # columns 10 and 11 lie beyond the default cut-off
+    assert coverage(top, n_items=30) == pytest.approx(20 / 30)
+    assert tail_items(torch.arange(10)).tolist() == [True] * 8 + [False] * 2
+
+
+def test_tail_ties_are_broken_by_item_index():
+    """Equal popularity: the lower index is the less popular (deterministic, not the sort's whim)."""
+    popularity = torch.tensor([5, 1, 5, 1, 5, 1, 5, 1] * 40)  # long enough for a parallel, unstable sort
+    tail = tail_items(popularity, 0.25)
+    ones = (popularity == 1).nonzero().flatten()
+    assert tail.nonzero().flatten().tolist() == ones[: 80].tolist()
+
+
+def test_an_empty_head_or_tail_group_gives_nan_not_zero():
+    out = head_tail_recall(torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 1]), torch.tensor([True, True]), k=2)
+    assert out["recall@2_tail"] == 1.0 and math.isnan(out["recall@2_head"])
+
+
+def test_history_is_kept_by_default_and_item_zero_counts_as_seen():
+    rec = FixedScores([0, 1, 2, 3])
+    histories = torch.tensor([[0, -1]])
+    assert top_k(rec, histories, 2, exclude_history=False).tolist() == rank_items(rec, histories, 2)[0].tolist() == [[0, 1]]
+    assert top_k(rec, histories, 3, exclude_history=True).tolist() == [[1, 2, 3]]  # asked for 3 + 1 (item 0 seen)
+
+
+class SmallCatalogue(FixedScores):
+    """Refuses to rank more items than it has, as TIGER's beam search does."""
+
+    n_items = 3
+
+    def recommend(self, histories, k):
+        assert k <= self.n_items, f"asked for {k} of {self.n_items} items"
+        return super().recommend(histories, k)
+
+
+def test_excluding_history_never_asks_for_more_items_than_the_catalogue_and_marks_empty_slots():
+    rec = SmallCatalogue([2, 1, 0])
+    items, scores = rank_items(rec, torch.tensor([[2, 1], [0, -1]]), 2, exclude_history=True)
+    assert items.tolist() == [[0, -1], [2, 1]]  # the first row runs out of unseen items
+    assert math.isnan(scores[0, 1]) and not scores[1].isnan().any()
+
+
+def test_exclusion_may_be_chosen_per_row_and_an_empty_batch_is_empty():
+    rec = FixedScores([5, 4, 3, 2])
+    histories = torch.tensor([[5, -1], [5, -1]])
+    assert rank_items(rec, histories, 2, torch.tensor([True, False]))[0].tolist() == [[4, 3], [5, 4]]
+    items, scores = rank_items(rec, torch.empty(0, 2, dtype=torch.long), 2, exclude_history=True)
+    assert items.shape == scores.shape == (0, 2)
+
+
+def test_dropping_seen_items_keeps_the_rank_order_of_long_lists():
+    """Hundreds of slots: the reorder must be a stable sort (an unstable one shuffles the kept items)."""
+    rec = FixedScores(list(range(400)))
+    seen = torch.randperm(400, generator=torch.Generator().manual_seed(0))[:120]
+    items = top_k(rec, seen[None], 250, exclude_history=True)[0]
+    unseen = [i for i in range(400) if i not in set(seen.tolist())]
+    assert items.tolist() == unseen[:250]
