@@ -105,6 +105,17 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def scratch_copy(scratch: Path) -> None:
+    """This checkout's src/, tests/ and pyproject.toml in `scratch`, checked to be the sidrec imported from there."""
+    for part in ("src", "tests"):
+        shutil.copytree(ROOT / part, scratch / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "pyproject.toml", scratch)
+    where = subprocess.run([sys.executable, "-c", "import sidrec; print(sidrec.__file__)"], cwd=scratch,
+                           env={**os.environ, "PYTHONPATH": str(scratch / "src")}, capture_output=True, text=True)
+    if not where.stdout.startswith(str(scratch)):
+        raise SystemExit(f"the scratch copy is not the sidrec imported ({where.stdout.strip() or where.stderr})")
+
+
 def run_tests(scratch: Path, tests: tuple[str, ...], timeout: float) -> tuple[bool, str, float]:
     """(passed, first failing test or reason, seconds) of `pytest -x` over `tests` in the scratch copy."""
     env = {**os.environ, "PYTHONPATH": str(scratch / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
@@ -137,13 +148,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="sidrec-mutation-") as tmp:
         scratch = Path(tmp)
-        for part in ("src", "tests"):
-            shutil.copytree(ROOT / part, scratch / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        shutil.copy(ROOT / "pyproject.toml", scratch)
-        where = subprocess.run([sys.executable, "-c", "import sidrec; print(sidrec.__file__)"], cwd=scratch,
-                               env={**os.environ, "PYTHONPATH": str(scratch / "src")}, capture_output=True, text=True)
-        if not where.stdout.startswith(str(scratch)):
-            raise SystemExit(f"the scratch copy is not the sidrec imported ({where.stdout.strip() or where.stderr})")
+        scratch_copy(scratch)
         for tests in sorted({m.tests for m in chosen}):
             passed, detail, seconds = run_tests(scratch, tests, args.timeout)
             print(f"baseline {' '.join(tests)}: {'green' if passed else 'RED: ' + detail} ({seconds:.0f} s)", flush=True)

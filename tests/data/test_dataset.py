@@ -154,3 +154,27 @@ def test_published_statistics(tmp_path, name, users, items, interactions):
 def test_unknown_dataset_is_named():
     with pytest.raises(UnknownNameError, match="unknown dataset 'nope'; known: amazon-beauty, "):
         load_dataset("nope")
+
+
+@pytest.mark.parametrize("max_len", [2, 3, 5])
+def test_each_window_holds_transitions_and_there_are_just_enough_of_them(max_len):
+    """ceil(transitions / max_len) windows per user: no window without a target, none left over."""
+    ds = user_unique_dataset()
+    inputs, targets = ds.training_windows(max_len)
+    transitions = (ds.train_lengths() - 1).clamp(min=0)
+    assert len(inputs) == int(((transitions + max_len - 1) // max_len).sum())
+    assert ((targets >= 0).sum(1) > 0).all()
+
+
+def test_defaults_read_the_last_50_items():
+    ds = build_dataset(raw([("a", f"i{t:02d}", float(t)) for t in range(60)]), "long")
+    _, histories, _ = ds.split("test")
+    inputs, _ = ds.training_windows()
+    assert histories.shape[1] == inputs.shape[1] == 50
+    assert (histories[0] >= 0).all()  # 59 items before the test target: the last 50 are read
+
+
+def test_popularity_covers_items_seen_only_as_held_out_targets():
+    ds = build_dataset(raw([("a", "x", 0.0), ("a", "y", 1.0), ("a", "z", 2.0), ("a", "w", 3.0)]), "t")
+    pop = ds.item_popularity()
+    assert pop.shape == (ds.n_items,) and pop.sum() == 2  # z and w are the valid and test targets

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from sidrec.features.embeddings import ItemEmbeddings
@@ -86,3 +87,49 @@ def test_tokenize_writes_complete_artifacts(skewed, tmp_path):
     assert torch.equal(sids2.codes, sids.codes) and sids2.resolution == "sinkhorn"
     assert torch.equal(tok2.encode(skewed), tok.encode(skewed))
     assert report["recon_mse"] < float(skewed.var(0).mean())
+
+
+def test_dedup_is_the_default_and_records_its_level_size():
+    codes = torch.tensor([[0, 1], [0, 1], [0, 1], [1, 0]])
+    sids = resolve_collisions(codes, [2, 2])
+    assert sids.resolution == "dedup" and sids.info == {"dedup_level_size": 3} and sids.codebook_sizes == [2, 2, 3]
+    unique = resolve_collisions(torch.tensor([[0, 1], [1, 0]]), [2, 2])
+    assert unique.resolution == "dedup" and unique.info == {"dedup_level_size": 0} and unique.n_levels == 2
+    empty = resolve_collisions(torch.empty(0, 2, dtype=torch.long), [2, 2])
+    assert empty.codebook_sizes == [2, 2] and empty.info == {"dedup_level_size": 0}
+
+
+def test_sinkhorn_moves_within_the_full_prefix_and_reports_what_it_did():
+    """B collides with A under prefix (0, 0); code 2 is free there although C holds it under prefix (0, 1)."""
+    codes = torch.tensor([[0, 0, 0], [0, 0, 0], [0, 1, 2]])
+    costs = torch.tensor([[0.0, 1.0, 1.0, 1.0], [1.0, 0.9, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0]])
+    moved, info = sinkhorn_reassign(codes, costs)
+    assert moved.tolist() == [[0, 0, 0], [0, 0, 2], [0, 1, 2]]
+    assert info == {"sinkhorn_rounds": 1, "sinkhorn_moved": 1, "sinkhorn_collision_rate": 0.0}
+    sids = resolve_collisions(codes, [1, 2, 4], "sinkhorn", costs=costs)
+    assert sids.resolution == "sinkhorn" and sids.info["sinkhorn_moved"] == 1 and sids.info["dedup_level_size"] == 0
+
+
+def test_identical_movers_take_one_free_code_per_round_until_the_rounds_run_out():
+    codes = torch.zeros(5, 2, dtype=torch.long)
+    costs = torch.linspace(0, 1, 8).expand(5, 8).clone()  # everyone wants the same next code
+    _, short = sinkhorn_reassign(codes, costs, rounds=2)
+    assert short == {"sinkhorn_rounds": 2, "sinkhorn_moved": 2, "sinkhorn_collision_rate": 0.4}
+    moved, full = sinkhorn_reassign(codes, costs)
+    assert full == {"sinkhorn_rounds": 4, "sinkhorn_moved": 4, "sinkhorn_collision_rate": 0.0}
+    assert len(set(moved[:, 1].tolist())) == 5
+
+
+def test_sinkhorn_defaults_are_the_documented_ones_and_reach_the_assignment():
+    g = torch.Generator().manual_seed(4)
+    codes = torch.stack([torch.randint(0, 2, (120,), generator=g), torch.randint(0, 2, (120,), generator=g)], 1)
+    costs = torch.rand(120, 32, generator=g)
+    default = sinkhorn_reassign(codes, costs)
+    assert torch.equal(default[0], sinkhorn_reassign(codes, costs, rounds=20, epsilon=0.01, n_iters=50)[0])
+    assert not torch.equal(default[0], sinkhorn_reassign(codes, costs, epsilon=1.0)[0])
+    assert not torch.equal(default[0], sinkhorn_reassign(codes, costs, n_iters=1)[0])
+
+
+def test_costs_for_other_items_are_refused():
+    with pytest.raises(ValueError, match="costs has 3 rows for 4 items"):
+        sinkhorn_reassign(torch.zeros(4, 2, dtype=torch.long), torch.rand(3, 5))
