@@ -35,3 +35,22 @@ def test_the_table_counts_killed_and_names_survivors(mutation, tmp_path):
     mutation.write(rows, {"commit": "abc", "date": "2026-12-01", "cpu": "test CPU", "python": "3"}, tmp_path / "m")
     text = (tmp_path / "m.md").read_text()
     assert "**Score: 1 / 2 killed.**" in text and "**survived**" in text and "`tests/t::k`" in text
+
+
+def test_the_tool_run_reports_open_and_justified_survivors(monkeypatch):
+    """mutation_tool.py: a survivor is open unless (function, mutated line) is in EQUIVALENT; its scope exists."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import mutation_tool
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert all((ROOT / path).exists() for path in mutation_tool.SCOPE + mutation_tool.TESTS)
+    diff = "--- a.py\n+++ b.py\n@@ -1 +1 @@\n-    x = a < b\n+    x = a <= b\n"
+    assert mutation_tool.mutated_line(diff) == "x = a <= b"
+    survivors = [{"name": "m.f__mutmut_1", "function": "m.f", "status": "survived", "line": "x = a <= b"},
+                 {"name": "m.f__mutmut_2", "function": "m.f", "status": "survived", "line": "y = 2"}]
+    monkeypatch.setitem(mutation_tool.EQUIVALENT, ("m.f", "y = 2"), "y is never read")
+    result = {"statuses": {"killed": 8, "survived": 2}, "total": 10, "survivors": survivors, "seconds": 5, "max_children": 1}
+    text = mutation_tool.render(result, {"commit": "abc", "date": "d", "cpu": "test CPU", "python": "3"})
+    assert "**Score: 8 / 10 killed**" in text and "1 are justified as equivalent and **1 are open**" in text
+    assert "| `m.f` | `x = a <= b` | survived | **open** |" in text and "y is never read" in text
