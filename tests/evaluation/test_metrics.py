@@ -166,3 +166,16 @@ def test_dropping_seen_items_keeps_the_rank_order_of_long_lists():
     items = top_k(rec, seen[None], 250, exclude_history=True)[0]
     unseen = [i for i in range(400) if i not in set(seen.tolist())]
     assert items.tolist() == unseen[:250]
+
+
+class AskedFor(FixedScores):
+    def recommend(self, histories, k):
+        self.asked = k
+        return super().recommend(histories, k)
+
+
+def test_exclusion_asks_for_k_plus_the_longest_flagged_history_only():
+    rec = AskedFor(list(range(20)))
+    histories = torch.tensor([[3, 4, -1], [5, -1, -1], [6, 7, 8]])
+    rank_items(rec, histories, 4, torch.tensor([True, True, False]))
+    assert rec.asked == 4 + 2  # the unflagged row's 3 items do not count

@@ -133,3 +133,12 @@ def test_sinkhorn_defaults_are_the_documented_ones_and_reach_the_assignment():
 def test_costs_for_other_items_are_refused():
     with pytest.raises(ValueError, match="costs has 3 rows for 4 items"):
         sinkhorn_reassign(torch.zeros(4, 2, dtype=torch.long), torch.rand(3, 5))
+
+
+def test_ranks_within_a_group_follow_item_index_in_large_groups():
+    """Thousands of items in few groups: the rank must follow item order (a stable sort), so dedup is reproducible."""
+    codes = torch.randint(0, 3, (3000, 1), generator=torch.Generator().manual_seed(5))
+    group, _, rank = collision_groups(codes)
+    for g in range(3):
+        members = (group == g).nonzero().flatten()
+        assert torch.equal(rank[members], torch.arange(len(members)))

@@ -82,3 +82,13 @@ def test_assign_is_the_argmax_of_the_plan_it_is_asked_for():
         assert torch.equal(sinkhorn_assign(cost, epsilon=epsilon, n_iters=n_iters), plan.argmax(1))
     loose, tight = sinkhorn_assign(cost, epsilon=0.5, n_iters=1), sinkhorn_assign(cost, epsilon=0.01, n_iters=80)
     assert not torch.equal(loose, tight)  # the options reach the plan
+
+
+def test_the_defaults_are_epsilon_001_and_50_iterations():
+    cost = _cost(30, 6, seed=5)
+    default = sinkhorn_plan(cost)
+    assert torch.equal(default, sinkhorn_plan(cost, epsilon=0.01, n_iters=50))
+    assert not torch.equal(default, sinkhorn_plan(cost, n_iters=51))
+    assert not torch.allclose(default, sinkhorn_plan(cost, epsilon=1.0), atol=1e-2)
+    assert torch.equal(sinkhorn_assign(cost), default.argmax(1))
+    assert not torch.equal(sinkhorn_assign(cost), sinkhorn_assign(cost, epsilon=1.0, n_iters=1))
