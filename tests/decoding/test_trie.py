@@ -83,3 +83,16 @@ def test_the_duplicate_named_is_a_real_duplicate_and_the_count_is_of_items():
     many = torch.tensor([[1, 0]] * 7 + [[0, 0]])
     with pytest.raises(ValueError, match=r"6 items share a code.*items \[0, 1, 2, 3, 4\] all"):
         SIDTrie(many, [2, 2])
+
+
+def test_the_root_has_one_row_absent_children_are_minus_one_and_offsets_default_to_zero():
+    trie = SIDTrie(torch.tensor([[0, 1]]), [2, 3])
+    assert trie.children[0].shape == (1, 2) and trie.children[0][0].tolist() == [0, -1]
+    assert trie.children[1].tolist() == [[-1, 0, -1]] and trie.token_offsets == [0, 0]
+
+
+def test_an_empty_catalogue_and_a_code_equal_to_its_codebook_size_are_refused():
+    with pytest.raises(ValueError, match=r"^cannot build a trie over an empty catalogue \(codes has 0 rows\)$"):
+        SIDTrie(torch.empty(0, 2, dtype=torch.long), [2, 2])
+    with pytest.raises(ValueError, match=r"^trie codes: a code lies outside its level's codebook$"):
+        SIDTrie(torch.tensor([[0, 2]]), [2, 2])

@@ -100,14 +100,45 @@ def test_dedup_is_the_default_and_records_its_level_size():
 
 
 def test_sinkhorn_moves_within_the_full_prefix_and_reports_what_it_did():
-    """B collides with A under prefix (0, 0); code 2 is free there although C holds it under prefix (0, 1)."""
-    codes = torch.tensor([[0, 0, 0], [0, 0, 0], [0, 1, 2]])
-    costs = torch.tensor([[0.0, 1.0, 1.0, 1.0], [1.0, 0.9, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0]])
+    """B collides with A under prefix (0, 0) and may only use codes 2 and 3 (inf elsewhere): 3 is A's, and 2 is free
+    under (0, 0) although C holds it under prefix (0, 1). (A lone mover's choice among several free codes is not
+    tested: Sinkhorn's column marginals cancel its costs, so rounding picks.)"""
+    inf = torch.inf
+    codes = torch.tensor([[0, 0, 3], [0, 0, 3], [0, 1, 2]])
+    costs = torch.tensor([[1.0, 1.0, 1.0, 0.0], [inf, inf, 0.1, 0.0], [1.0, 1.0, 0.0, 1.0]])
     moved, info = sinkhorn_reassign(codes, costs)
-    assert moved.tolist() == [[0, 0, 0], [0, 0, 2], [0, 1, 2]]
+    assert moved.tolist() == [[0, 0, 3], [0, 0, 2], [0, 1, 2]]
     assert info == {"sinkhorn_rounds": 1, "sinkhorn_moved": 1, "sinkhorn_collision_rate": 0.0}
     sids = resolve_collisions(codes, [1, 2, 4], "sinkhorn", costs=costs)
     assert sids.resolution == "sinkhorn" and sids.info["sinkhorn_moved"] == 1 and sids.info["dedup_level_size"] == 0
+
+
+def test_one_level_codes_share_the_empty_prefix_and_zero_rounds_move_nothing():
+    codes = torch.tensor([[0], [0], [1]])
+    costs = torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 0.5], [1.0, 0.0, 1.0]])  # 2 is the only code left for B
+    moved, info = sinkhorn_reassign(codes, costs)
+    assert moved.flatten().tolist() == [0, 2, 1] and info["sinkhorn_rounds"] == 1
+    same, none = sinkhorn_reassign(codes, costs, rounds=0)
+    assert torch.equal(same, codes) and none == {"sinkhorn_rounds": 0, "sinkhorn_moved": 0,
+                                                 "sinkhorn_collision_rate": pytest.approx(1 / 3)}
+
+
+def test_none_keeps_the_codes_and_sinkhorn_passes_its_options_on():
+    codes = torch.tensor([[0, 1], [0, 1]])
+    kept = resolve_collisions(codes, [2, 2], "none")
+    assert kept.resolution == "none" and kept.codebook_sizes == [2, 2] and torch.equal(kept.codes, codes)
+    assert kept.codes.data_ptr() != codes.data_ptr()  # a copy, not the caller's tensor
+    crowd = torch.zeros(5, 2, dtype=torch.long)
+    costs = torch.linspace(0, 1, 8).expand(5, 8).clone()
+    sids = resolve_collisions(crowd, [1, 8], "sinkhorn", costs=costs, rounds=2)
+    assert sids.info["sinkhorn_rounds"] == 2 and sids.info["dedup_level_size"] == 3  # 3 items still share code 0
+
+
+def test_resolution_errors_say_what_is_missing():
+    with pytest.raises(ValueError, match=r"^resolution 'sinkhorn' needs the tokenizer's last-level costs \(costs=\.\.\.\)$"):
+        resolve_collisions(torch.zeros(2, 1, dtype=torch.long), [2], "sinkhorn")
+    with pytest.raises(ValueError, match=r"^unknown collision resolution 'greedy'; choose one of \['none', 'dedup', 'sinkhorn'\]$"):
+        resolve_collisions(torch.zeros(2, 1, dtype=torch.long), [2], "greedy")
 
 
 def test_identical_movers_take_one_free_code_per_round_until_the_rounds_run_out():
@@ -131,7 +162,7 @@ def test_sinkhorn_defaults_are_the_documented_ones_and_reach_the_assignment():
 
 
 def test_costs_for_other_items_are_refused():
-    with pytest.raises(ValueError, match="costs has 3 rows for 4 items"):
+    with pytest.raises(ValueError, match=r"^costs has 3 rows for 4 items$"):
         sinkhorn_reassign(torch.zeros(4, 2, dtype=torch.long), torch.rand(3, 5))
 
 
