@@ -43,7 +43,76 @@ SKIP = {r"def (save|load|exists|stats|digest)\(": "dataset persistence, statisti
         r"def to\(": "moving the trie's tables to a device (no accelerator here)"}
 # (function, mutated line) -> why the mutant cannot change a result. Functions are mutmut's names without the
 # `__mutmut_N` suffix (the number moves when code moves; the line does not).
-EQUIVALENT: dict[tuple[str, str], str] = {}
+EQUIVALENT: dict[tuple[str, str], str] = {
+    ('sidrec.evaluation.protocol.x_rank_items', 'exclude = torch.as_tensor(exclude_history, dtype=None).expand(rows)'):
+        '`exclude_history` is a bool or a bool tensor (typed so): `as_tensor` keeps bool without the dtype',
+    ('sidrec.evaluation.protocol.x_rank_items', 'exclude = torch.as_tensor(exclude_history, ).expand(rows)'):
+        'the same: a bool or bool tensor stays bool',
+    ('sidrec.evaluation.protocol.x_rank_items', 'extra = int(((histories >= 0).sum(dim=1) * exclude).max()) if rows else 1'):
+        'only an empty batch takes this branch, and it returns nothing either way',
+    ('sidrec.evaluation.protocol.x_rank_items', 'order = torch.sort(seen.to(torch.int8), stable=True).indices  # unseen first, rank order kept'):
+        "`seen` is 2-D: sort's default dim -1 is dim 1",
+    ('sidrec.evaluation.protocol.x_rank_items', 'order = torch.sort(seen.to(None), dim=1, stable=True).indices  # unseen first, rank order kept'):
+        '`to(None)` keeps bool, and a stable sort of bools orders False before True exactly as of int8 0/1',
+    ('sidrec.evaluation.protocol.x_rank_items', 'return items.masked_fill(seen, -1), scores.masked_fill(seen, float("NAN"))'):
+        "`float('NAN')` is `float('nan')`",
+    ('sidrec.evaluation.metrics.x_head_tail_recall', 'return x.mean().item() if (x.numel()) or True else float("nan")'):
+        'the mean of an empty tensor is already NaN',
+    ('sidrec.evaluation.metrics.x_head_tail_recall', 'return x.mean().item() if x.numel() else float("NAN")'):
+        "`float('NAN')` is `float('nan')`",
+    ('sidrec.tokenizers.sinkhorn.x_sinkhorn_plan', 'scaled = torch.where(finite, (cost + lo) / (hi - lo).clamp_min(1e-12), torch.inf)'):
+        'adds the constant 2 lo / (hi - lo) to every cost, which the Sinkhorn potentials absorb: the plan is unchanged',
+    ('sidrec.tokenizers.sinkhorn.x_sinkhorn_plan', 'log_a = torch.full((n,), -math.log(n), dtype=None, device=cost.device)'):
+        'a float32 constant in a float64 problem is promoted on use: row masses move by float32 rounding of log n only',
+    ('sidrec.tokenizers.sinkhorn.x_sinkhorn_plan', 'log_a = torch.full((n,), -math.log(n), device=cost.device)'):
+        'the same float32 promotion',
+    ('sidrec.tokenizers.sinkhorn.x_sinkhorn_plan', 'log_a = torch.full((n,), -math.log(n), dtype=cost.dtype, device=None)'):
+        'CPU only here (no accelerator to place it on)',
+    ('sidrec.tokenizers.sinkhorn.x_sinkhorn_plan', 'log_a = torch.full((n,), -math.log(n), dtype=cost.dtype, )'):
+        'CPU only here',
+    ('sidrec.tokenizers.sinkhorn.x_sinkhorn_plan', 'log_b = torch.full((k,), -math.log(k), dtype=cost.dtype, device=None)'):
+        'CPU only here',
+    ('sidrec.tokenizers.sinkhorn.x_sinkhorn_plan', 'log_b = torch.full((k,), -math.log(k), dtype=cost.dtype, )'):
+        'CPU only here',
+    ('sidrec.tokenizers.sinkhorn.x_sinkhorn_plan', 'f = None'):
+        "f is overwritten by the first iteration before it is read (n_iters = 0 is the plain softmin that benchmarks/mutation.py's `sinkhorn-no-iterations` covers)",
+    ('sidrec.tokenizers.collisions.x_sinkhorn_reassign', 'moved = torch.zeros(len(codes), dtype=None)'):
+        'a float 0/1 flag sums to the same count',
+    ('sidrec.tokenizers.collisions.x_sinkhorn_reassign', 'moved = torch.zeros(len(codes), )'):
+        'a float 0/1 flag sums to the same count',
+    ('sidrec.tokenizers.collisions.x_sinkhorn_reassign', 'return'):
+        'unreachable: every round that has a free code accepts the first mover of each proposed code',
+    ('sidrec.tokenizers.collisions.x_sinkhorn_reassign', 'remaining = 1.0 - torch.unique(codes, dim=0).shape[0] / max(len(codes), 2)'):
+        'differs only for a single item, which never collides',
+    ('sidrec.tokenizers.collisions.x_resolve_collisions', 'codes = torch.as_tensor(codes).to(None)'):
+        '`SemanticIDs` casts its codes to long itself',
+    ('sidrec.decoding.trie.xǁSIDTrieǁ__init__', 'codes = torch.as_tensor(codes, dtype=None)'):
+        'callers pass long codes; other integer dtypes index the same',
+    ('sidrec.decoding.trie.xǁSIDTrieǁ__init__', 'codes = torch.as_tensor(codes, )'):
+        'the same',
+    ('sidrec.decoding.trie.xǁSIDTrieǁlookup', 'codes = torch.as_tensor(codes, dtype=None)'):
+        'the codes index tables and are compared: any integer dtype gives the same lookups',
+    ('sidrec.decoding.trie.xǁSIDTrieǁlookup', 'codes = torch.as_tensor(codes, )'):
+        'the same',
+    ('sidrec.decoding.trie.xǁSIDTrieǁlookup', 'nxt = self.children[level][node.clamp(min=0), code.clamp(None, size - 1)].long()'):
+        'a negative code reads a wrapped-around entry, but `ok` already maps it to -1',
+    ('sidrec.decoding.trie.x__raise_duplicates', 'counts = torch.bincount(torch.searchsorted(uniq, key), )'):
+        'the largest key is in `key`, so the counts have len(uniq) entries anyway',
+    ('sidrec.decoding.trie.x__raise_duplicates', 'f"(e.g. items {items} all have code {codes[items[1]].tolist()}); resolve collisions "'):
+        'the items listed share one code: any of them shows it',
+    ('sidrec.decoding.exact.x_exact_top_k', 'batch_size: int = 17,'):
+        'users per chunk: the scores do not depend on how users are chunked (tested against unchunked exact scores)',
+    ('sidrec.decoding.exact.x_exact_top_k', 'exact_item_scores(model, ids, mask, trie).topk(k, )'):
+        "the scores are 2-D: topk's default dim -1 is dim 1",
+    ('sidrec.data.dataset.xǁDatasetǁtrain_sequences', 'user_of = torch.repeat_interleave(self.lengths)'):
+        '`repeat_interleave(lengths)` is `repeat_interleave(arange(n), lengths)`',
+    ('sidrec.data.dataset.xǁDatasetǁtraining_windows', 'user = torch.repeat_interleave(n_windows)'):
+        'the same identity',
+    ('sidrec.data.dataset.xǁDatasetǁwindows', 'flat = self.sequence_items[index.clamp(max=max(self.n_interactions - 2, 0))]'):
+        "the clamp only guards masked slots: the last interaction is the last user's test target, which no window reads",
+    ('sidrec.data.dataset.xǁDatasetǁwindows', 'flat = self.sequence_items[index.clamp(max=max(self.n_interactions - 1, 1))]'):
+        'differs only for a dataset of one interaction, which has no window to read',
+}
 
 
 def configure(scratch: Path) -> None:
