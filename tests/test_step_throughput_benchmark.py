@@ -1,21 +1,15 @@
 """benchmarks/step_throughput.py: FLOPs are those of forward + backward per step, rows come from a real run."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def throughput():
-    spec = importlib.util.spec_from_file_location("step_throughput", ROOT / "benchmarks" / "step_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import step_throughput  # benchmarks/ is on the tests' path (pyproject.toml)
+
+    return step_throughput
 
 
 class _Linear(nn.Module):
