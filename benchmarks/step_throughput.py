@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sidrec import pipeline
 from sidrec.cli import flush_subnormals
 from sidrec.io import atomic_path, read_json, write_json
+from sidrec.rundir import RunLayout
 from sidrec.training import Trainer
 from provenance import commit, cpu_model
 
@@ -87,13 +88,12 @@ def measure(run_dir: Path, n_batches: int, threads: int, peaks: dict[str, float]
             "epoch_seconds_estimate": round(seconds * per_epoch, 1)}
 
 
-def default_runs() -> list[tuple[str, Path]]:
-    """One run directory per (data, model) of reproduce.json that exists here, the lowest seed first."""
-    rows = read_json(ROOT / "benchmarks" / "results" / "reproduce.json")
+def default_runs(rows: list[dict]) -> list[tuple[str, Path]]:
+    """One run directory per (data, model) of reproduce.json's rows that exists here, the lowest seed first."""
     found: dict[tuple[str, str], Path] = {}
     for row in sorted(rows, key=lambda r: r["seed"]):
         path = ROOT / row["run_dir"]
-        if (row["data"], row["model"]) not in found and (path / "model.safetensors").exists():
+        if (row["data"], row["model"]) not in found and RunLayout(path).model.exists():
             found[(row["data"], row["model"])] = path
     return [(f"{data} / {model}", path) for (data, model), path in found.items()]
 
@@ -124,7 +124,8 @@ def main() -> None:
     args = parser.parse_args()
     flush_subnormals()
     torch.set_num_threads(args.threads)
-    runs = [(str(path), path.resolve()) for path in args.runs] if args.runs else default_runs()
+    rows = read_json(ROOT / "benchmarks" / "results" / "reproduce.json")
+    runs = [(str(path), path.resolve()) for path in args.runs] if args.runs else default_runs(rows)
     if not runs:
         raise SystemExit("no run directories: pass --runs, or run benchmarks/reproduce.py first")
     peaks = {name: matmul_peak(dtype) for name, dtype in DTYPES.items()}

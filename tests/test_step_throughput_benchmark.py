@@ -48,3 +48,7 @@ def test_rows_of_a_real_run(throughput, tmp_path, p5_files):
     text = throughput.render({"date": "d", "commit": "c", "cpu": "test CPU", "threads": 1, "torch": "t",
                               "batches_sampled": 3, "peaks_gflops": peaks, "rows": {"tiny / sasrec": row}})
     assert "| tiny / sasrec | sasrec | fp32 | 8 |" in text
+    rows = [{"data": "d", "model": "sasrec", "seed": 43, "run_dir": str(run_dir)},
+            {"data": "d", "model": "sasrec", "seed": 42, "run_dir": str(tmp_path / "gone")},
+            {"data": "d", "model": "tiger", "seed": 42, "run_dir": str(tmp_path / "gone")}]
+    assert throughput.default_runs(rows) == [("d / sasrec", run_dir)]  # seed 42's run is not here: 43 stands in
