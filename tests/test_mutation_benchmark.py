@@ -48,9 +48,12 @@ def test_the_tool_run_reports_open_and_justified_survivors(monkeypatch):
     diff = "--- a.py\n+++ b.py\n@@ -1 +1 @@\n-    x = a < b\n+    x = a <= b\n"
     assert mutation_tool.mutated_line(diff) == "x = a <= b"
     survivors = [{"name": "m.f__mutmut_1", "function": "m.f", "status": "survived", "line": "x = a <= b"},
-                 {"name": "m.f__mutmut_2", "function": "m.f", "status": "survived", "line": "y = 2"}]
+                 {"name": "m.f__mutmut_2", "function": "m.f", "status": "survived", "line": "y = 2"},
+                 {"name": "m.g__mutmut_1", "function": "m.g", "status": "survived", "line": "z = 0"}]
     monkeypatch.setitem(mutation_tool.EQUIVALENT, ("m.f", "y = 2"), "y is never read")
-    result = {"statuses": {"killed": 8, "survived": 2}, "total": 10, "survivors": survivors, "seconds": 5, "max_children": 1}
+    monkeypatch.setitem(mutation_tool.SKIP, "m.g", "persistence")
+    result = {"statuses": {"killed": 7, "survived": 3}, "total": 10, "survivors": survivors, "seconds": 5, "max_children": 1}
     text = mutation_tool.render(result, {"commit": "abc", "date": "d", "cpu": "test CPU", "python": "3"})
-    assert "**Score: 8 / 10 killed**" in text and "1 are justified as equivalent and **1 are open**" in text
+    assert "**Score: 7 / 10 killed**" in text and "2 not killed, 1 justified as equivalent, **1 open**" in text
     assert "| `m.f` | `x = a <= b` | survived | **open** |" in text and "y is never read" in text
+    assert "| `m.g` | `z = 0` | survived | outside the defining code: persistence |" in text

@@ -93,6 +93,8 @@ def test_dedup_is_the_default_and_records_its_level_size():
     codes = torch.tensor([[0, 1], [0, 1], [0, 1], [1, 0]])
     sids = resolve_collisions(codes, [2, 2])
     assert sids.resolution == "dedup" and sids.info == {"dedup_level_size": 3} and sids.codebook_sizes == [2, 2, 3]
+    pair = resolve_collisions(torch.tensor([[0, 1], [0, 1], [1, 0]]), [2, 2])
+    assert pair.info == {"dedup_level_size": 2} and pair.codebook_sizes == [2, 2, 2]
     unique = resolve_collisions(torch.tensor([[0, 1], [1, 0]]), [2, 2])
     assert unique.resolution == "dedup" and unique.info == {"dedup_level_size": 0} and unique.n_levels == 2
     empty = resolve_collisions(torch.empty(0, 2, dtype=torch.long), [2, 2])
@@ -173,3 +175,10 @@ def test_ranks_within_a_group_follow_item_index_in_large_groups():
     for g in range(3):
         members = (group == g).nonzero().flatten()
         assert torch.equal(rank[members], torch.arange(len(members)))
+
+
+def test_the_default_is_twenty_rounds():
+    codes = torch.zeros(26, 2, dtype=torch.long)  # 25 identical movers need 25 rounds, one code each
+    costs = torch.linspace(0, 1, 32).expand(26, 32).clone()
+    _, info = sinkhorn_reassign(codes, costs)
+    assert info["sinkhorn_rounds"] == 20 and info["sinkhorn_moved"] == 20
