@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from sidrec import pipeline
 from sidrec.cli import flush_subnormals
 from sidrec.config import load_config, resolve_preset
 from sidrec.io import atomic_path, read_json, write_json
-from step_throughput import matmul_peak
+from step_throughput import matmul_peak, step_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ["popularity", "sasrec", "tiger", "card"]
@@ -37,11 +36,7 @@ def step_efficiency(run_dir: Path, batch_size: int, repeats: int = 5) -> dict | 
     if not hasattr(model, "loss"):
         return None
     batch = next(iter(model.make_batches(dataset, batch_size)(0, torch.Generator().manual_seed(0))))
-    model.train()
-    with FlopCounterMode(display=False) as counter:
-        loss, count = model.loss(batch)
-        (loss / count).backward()
-    flops = counter.get_total_flops()
+    flops = step_flops(model, [batch], "fp32")  # leaves the model in train mode
     start = time.perf_counter()
     for _ in range(repeats):
         model.zero_grad()

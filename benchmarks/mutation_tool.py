@@ -7,7 +7,8 @@
 Where `benchmarks/mutation.py` breaks one named mechanism at a time, this runs a generic tool over whole files
 (`SCOPE`), each mutant against the tests that reach its function (mutmut's own selection within `TESTS`), in a
 scratch copy of the checkout. A surviving mutant is a test gap unless it changes nothing observable; those are
-listed in `EQUIVALENT` (function + mutated line -> why) and reported as justified, every other survivor as open.
+listed in `EQUIVALENT` (function + mutated line -> why) and reported as justified, every other survivor as open,
+except in the functions of `SKIP` (outside the defining code), whose survivors are listed apart.
 The models' and tokenizers' training code is outside the scope: their tests train networks, which multiplies
 mutmut's cost per mutant beyond what 2 cores allow; `mutation.py` covers their mechanisms.
 """
@@ -25,6 +26,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from sidrec.io import atomic_path, read_json, write_json
 from mutation import machine, scratch_copy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,10 +141,10 @@ def configure(scratch: Path) -> None:
                 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x"]\n')
 
 
-def mutmut(scratch: Path, *args: str, timeout: float | None = None) -> str:
+def mutmut(scratch: Path, *args: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([str(Path(sys.executable).with_name("mutmut")), *args], cwd=scratch, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True)
     if done.returncode not in (0, 1):
         raise SystemExit(f"mutmut {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return done.stdout
@@ -184,7 +186,7 @@ def render(result: dict, meta: dict) -> str:
              + ", ".join(f"`{p.removeprefix('src/sidrec/')}`" for p in SCOPE) + "; tests: " + " ".join(TESTS) + ".", "",
              f"**Score: {killed} / {result['total']} killed** ({by_status}). In the defining code: {len(core)} not "
              f"killed, {len(core) - len(open_rows)} justified as equivalent, **{len(open_rows)} open** (a test gap until "
-             f"killed or justified). Outside it ({', '.join(sorted({w for w in SKIP.values()}))}: functions tested by "
+             f"killed or justified). Outside it ({', '.join(sorted(set(SKIP.values())))}: functions tested by "
              f"suites outside this selection): {len(rows) - len(core)} not killed, listed last.", "",
              "| function | mutated line | status | why it is not a gap |", "|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["function"] in SKIP, r["why"] is not None, r["function"], r["name"])):
@@ -201,13 +203,15 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true", help="rewrite the table from the saved json")
     args = parser.parse_args()
     if args.render_only:
-        saved = json.loads(args.out.with_suffix(".json").read_text())
+        saved = read_json(args.out.with_suffix(".json"))
         result, meta = saved["result"], saved["meta"]
     else:
         meta, result = machine(), run(args.max_children)
-        args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "result": result}, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(render(result, meta))
-    print(args.out.with_suffix(".md").read_text()[:2000])
+        write_json(args.out.with_suffix(".json"), {"meta": meta, "result": result})
+    text = render(result, meta)
+    with atomic_path(args.out.with_suffix(".md")) as tmp:
+        tmp.write_text(text)
+    print(text[:2000])
 
 
 if __name__ == "__main__":

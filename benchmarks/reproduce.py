@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
 MODELS = ["popularity", "sasrec", "tiger", "tiger_history_once", "tiger_grid", "tiger_grid_fast", "tiger_nurqvae",
           "tiger_grid_nurqvae", "tiger_grid_fast_rqvae", "tiger_grid_fast_nurqvae",
-          "card", "card_history_once", "card_grid_fast", "rpg", "rpg_heads", "asymrec", "asymrec_rpg_heads", "asymrec_rpg_size",
-          "asymrec_sid_inputs", "asymrec_regression", "asymrec_plain_mhq", "card_asymrec"]
+          "card", "card_history_once", "card_grid_fast", "rpg", "rpg_heads", "asymrec", "asymrec_rpg_heads",
+          "asymrec_rpg_size", "asymrec_sid_inputs", "asymrec_regression", "asymrec_plain_mhq", "card_asymrec"]
 # Named variants of a preset: (preset, overrides), stated in the run's config.yaml like any --set.
 HISTORY_ONCE = ["model.sample_mode=history_once", "train.batch_size=128"]  # same accuracy as per-prefix, cheaper
 # CARD's quantizer (NU-RQ-VAE 4 x 256, Sinkhorn last level) under the GRID recipe: against `tiger_grid` only the IDs differ.
@@ -68,7 +68,8 @@ PLAIN_MHQ = ["tokenize.balance_weight=0", "tokenize.ortho_weight=0"]  # MHQ with
 VARIANTS = {"tiger_history_once": ("tiger", HISTORY_ONCE), "card_history_once": ("card", HISTORY_ONCE),
             "tiger_grid_nurqvae": ("tiger_grid", NU_RQ_VAE), "tiger_grid_fast": ("tiger_grid", FAST),
             "tiger_grid_fast_nurqvae": ("tiger_grid", FAST + NU_RQ_VAE),
-            "tiger_grid_fast_rqvae": ("tiger_grid", FAST + RQ_VAE_CONTROL), "card_grid_fast": ("card", GRID_FAST_TRAINING),
+            "tiger_grid_fast_rqvae": ("tiger_grid", FAST + RQ_VAE_CONTROL),
+            "card_grid_fast": ("card", GRID_FAST_TRAINING),
             "asymrec_sid_inputs": ("asymrec", SID_INPUTS), "asymrec_regression": ("asymrec", REGRESSION),
             "asymrec_plain_mhq": ("asymrec", PLAIN_MHQ), "rpg_heads": ("rpg", RPG_HEADS),
             "asymrec_rpg_heads": ("asymrec", RPG_HEADS), "asymrec_rpg_size": ("asymrec", RPG_SIZE)}
