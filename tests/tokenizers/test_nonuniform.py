@@ -191,6 +191,25 @@ def test_logistic_training_forward_updates_running_range():
     assert torch.allclose(t.x_max, torch.full((3,), 1.0))
 
 
+def test_logistic_frozen_statistics_are_not_moved_by_training_batches():
+    """NU-RQ-VAE's `anchor: epoch` freezes the range between anchors: a batch must not drag it."""
+    t = LogisticTransform(3).anchor(torch.randn(256, 3))
+    t.freeze_statistics()
+    frozen = (t.x_min.clone(), t.x_max.clone())
+    t.train()
+    t(torch.full((8, 3), 50.0))
+    assert torch.equal(t.x_min, frozen[0]) and torch.equal(t.x_max, frozen[1])
+
+
+def test_nonuniform_wrapper_latents_are_the_standardised_inputs_and_what_the_quantizer_sees(skewed):
+    """`latents` feeds the report's before / after plot: before = per-dimension z-score of the inputs."""
+    x = skewed * 3.0 + 2.0
+    tok = build_tokenizer("nu-rkmeans", n_levels=1, codebook_size=8).fit(x)
+    s, h = tok.latents(x)
+    assert s.mean(0).abs().max() < 1e-4 and (s.std(0) - 1).abs().max() < 1e-4
+    assert torch.equal(h, tok.transform(x))
+
+
 def test_fit_kumaraswamy_recovers_parameters():
     a_true, b_true = torch.tensor([0.5, 2.0, 4.0]), torch.tensor([3.0, 1.0, 0.7])
     torch.manual_seed(0)
