@@ -171,6 +171,14 @@ def test_logistic_range_normalisation_inverts_latents_of_any_scale(std):
     assert ((back - x).abs() / std).max() < 1e-4
 
 
+def test_logistic_inverse_stays_finite_for_codewords_outside_the_unit_interval():
+    """A sum of residual codewords can leave (0, 1): its inverse must be a finite latent, not +-inf or NaN."""
+    t = _fitted_logistic()
+    with torch.no_grad():
+        back = t.inverse(torch.tensor([[-1.0] * 5, [2.0] * 5]))
+    assert torch.isfinite(back).all() and (back[0] < back[1]).all()
+
+
 def test_logistic_inverse_does_not_depend_on_batch():
     t = _fitted_logistic()
     buffers = (t.x_min.clone(), t.x_max.clone())
