@@ -250,6 +250,22 @@ def test_nonuniform_wrapper_spreads_codes_on_skewed_data(skewed, name, levels):
     assert all(nu > plain for nu, plain in zip(stats["nu-"][1], stats[""][1]))
 
 
+def test_nonuniform_wrapper_hands_its_quantizer_the_space_it_was_asked_for(skewed):
+    """`nu_space=logit` quantizes logit K(u), unbounded; the default `unit` space lies in (0, 1)."""
+    h = {space: build_tokenizer("nu-rkmeans", n_levels=1, codebook_size=8, nu_space=space).fit(skewed).latents(skewed)[1]
+         for space in ("unit", "logit")}
+    assert h["unit"].min() >= 0 and h["unit"].max() <= 1
+    assert h["logit"].min() < -1 and h["logit"].max() > 2
+    assert torch.allclose(torch.sigmoid(h["logit"]), h["unit"], atol=1e-5)
+
+
+def test_nonuniform_wrapper_fits_its_transform_on_a_subsample_drawn_by_its_seed():
+    """Above `fit_kumaraswamy`'s 8,192 rows the MLE runs on a random subset: the tokenizer's seed draws it."""
+    x = torch.randn(9000, 3, generator=torch.Generator().manual_seed(0)).exp()
+    a = [build_tokenizer("nu-rkmeans", n_levels=1, codebook_size=4, seed=seed).fit(x).transform.a for seed in (1, 1, 2)]
+    assert torch.equal(a[0], a[1]) and not torch.equal(a[0], a[2])
+
+
 @pytest.mark.parametrize("transform", ["kumaraswamy", "logistic"])
 def test_nurqvae_anchors_the_transform_to_the_latents_of_near_identical_embeddings(transform):
     """CARD's image embeddings are nearly identical (cosine ~0.98): the latents' spread is far below
