@@ -134,6 +134,38 @@ def test_kumaraswamy_fit_loss_trains_a_and_b_to_the_maximum_likelihood_and_reduc
         assert (skew(torch.sigmoid(t(z))) < skew(identity) - 0.2).all()
 
 
+def test_kumaraswamy_fit_loss_is_the_mean_negative_log_likelihood_of_the_squashed_latents():
+    """Its value (logged as `fit`) is exact, not only its gradient: -mean log p(u), u = sigmoid(s(z))."""
+    t = _kumaraswamy([0.5, 2.0], [3.0, 0.7], mean=0.3, std=2.0)
+    z = torch.randn(512, 2, generator=torch.Generator().manual_seed(0)) * 2 + 0.3
+    u = torch.sigmoid((z - 0.3) / 2.0)
+    expected = -torch.distributions.Kumaraswamy(t.a, t.b).log_prob(u).mean()
+    torch.testing.assert_close(t.fit_loss(z), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_logistic_starts_centred_on_its_range_with_alpha_times_range_4_and_maps_the_range_onto_0_1():
+    """The official initialisation: x0 in the middle of [x_min, x_max] (before data: [-1, 1]) and
+    alpha (x_max - x_min) = 4, at every scale of the range; h(x_min) = 0 and h(x_max) = 1."""
+    fresh = LogisticTransform(3).eval()
+    small = LogisticTransform(3).anchor(torch.randn(512, 3, generator=torch.Generator().manual_seed(0)) * 0.05 + 3.0)
+    for t in (fresh, small):
+        alpha, x0 = t._shape()
+        torch.testing.assert_close(alpha * (t.x_max - t.x_min), torch.full((3,), 4.0))
+        torch.testing.assert_close(x0, (t.x_min + t.x_max) / 2)
+        with torch.no_grad():
+            ends = t(torch.stack([t.x_min, t.x_max]))
+        torch.testing.assert_close(ends, torch.tensor([[0.0] * 3, [1.0] * 3]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(fresh.x_min, torch.full((3,), -1.0))
+    torch.testing.assert_close(fresh.x_max, torch.full((3,), 1.0))
+
+
+def test_logistic_running_range_moves_by_its_default_momentum_of_one_percent():
+    t = LogisticTransform(2).train()
+    t(torch.zeros(4, 2))  # the first batch sets the range
+    t(torch.full((4, 2), 100.0))
+    torch.testing.assert_close(t.x_max, torch.full((2,), 1.0))
+
+
 def _fitted_logistic(seed=0):
     g = torch.Generator().manual_seed(seed)
     t = LogisticTransform(5)
