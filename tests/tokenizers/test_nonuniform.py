@@ -329,3 +329,9 @@ def test_nurqvae_epoch_anchor_keeps_a_b_at_the_likelihood_optimum_of_the_latents
     a, b = fit_kumaraswamy(torch.sigmoid((z - t.standardise.mean) / t.standardise.std))
     assert (t.a - a).abs().max() < 0.15 * a.max() and (t.b - b).abs().max() < 0.15 * b.max()
     assert (a - 1).abs().max() > 0.3 or (b - 1).abs().max() > 0.3  # the optimum is not the identity here
+
+
+@pytest.mark.parametrize("space, anchor", [("logit", "ema"), ("unit", "epoch")])
+def test_nurqvae_builds_its_model_with_the_transform_options_it_was_given(space, anchor):
+    model = build_tokenizer("nurqvae", space=space, anchor=anchor, hidden_dims=[16], latent_dim=4)._build_model(8)
+    assert model.transform.space == space and model.anchors == (anchor == "epoch")
