@@ -335,3 +335,8 @@ def test_nurqvae_epoch_anchor_keeps_a_b_at_the_likelihood_optimum_of_the_latents
 def test_nurqvae_builds_its_model_with_the_transform_options_it_was_given(space, anchor):
     model = build_tokenizer("nurqvae", space=space, anchor=anchor, hidden_dims=[16], latent_dim=4)._build_model(8)
     assert model.transform.space == space and model.anchors == (anchor == "epoch")
+
+
+def test_nurqvae_refuses_an_unknown_anchor_by_naming_the_choices():
+    with pytest.raises(ValueError, match=r"anchor must be one of \('epoch', 'ema'\), got 'weekly'"):
+        build_tokenizer("nurqvae", anchor="weekly", hidden_dims=[16], latent_dim=4)._build_model(8)
