@@ -5,7 +5,13 @@ from hypothesis import strategies as st
 
 from sidrec.tokenizers import build_tokenizer
 from sidrec.tokenizers.metrics import code_counts, collision_stats, level_stats
-from sidrec.tokenizers.nonuniform import KumaraswamyTransform, LogisticTransform, fit_kumaraswamy
+from sidrec.tokenizers.nonuniform import (
+    KumaraswamyTransform,
+    LogisticTransform,
+    RunningStandardiser,
+    build_transform,
+    fit_kumaraswamy,
+)
 
 
 def _kumaraswamy(a, b, mean=0.0, std=1.0, space="logit"):
@@ -340,3 +346,64 @@ def test_nurqvae_builds_its_model_with_the_transform_options_it_was_given(space,
 def test_nurqvae_refuses_an_unknown_anchor_by_naming_the_choices():
     with pytest.raises(ValueError, match=r"anchor must be one of \('epoch', 'ema'\), got 'weekly'"):
         build_tokenizer("nurqvae", anchor="weekly", hidden_dims=[16], latent_dim=4)._build_model(8)
+
+
+def test_build_transform_by_name_and_refusals_that_name_the_choices():
+    k, lg = build_transform("kumaraswamy", 4, space="logit"), build_transform("logistic", 4)
+    assert isinstance(k, KumaraswamyTransform) and k.space == "logit" and k.raw_a.shape == (4,)
+    assert isinstance(lg, LogisticTransform) and lg.raw_alpha.shape == (4,)
+    assert build_transform("kumaraswamy", 2).space == "unit"
+    with pytest.raises(KeyError, match=r"unknown non-uniform transform 'gauss'; choose one of \['kumaraswamy', 'logistic'\]"):
+        build_transform("gauss", 4)
+    with pytest.raises(ValueError, match=r"space='logit' applies to the kumaraswamy transform only"):
+        build_transform("logistic", 4, space="logit")
+    with pytest.raises(ValueError, match=r"space must be 'unit' or 'logit', got 'probit'"):
+        KumaraswamyTransform(2, space="probit")
+
+
+def test_kumaraswamy_starts_as_the_identity_on_u_with_unbounded_statistics_and_1_percent_momentum():
+    """Before data: mean 0, std 1, a = b = 1 (h = sigmoid), no range bound on the inverse; then the first
+    batch sets the statistics and each later one moves them by 1 %."""
+    t = KumaraswamyTransform(2).eval()
+    torch.testing.assert_close(t.a, torch.ones(2))
+    torch.testing.assert_close(t.b, torch.ones(2))
+    z = torch.tensor([[-3.0, 0.5], [2.0, 4.0]])
+    with torch.no_grad():
+        torch.testing.assert_close(t(z), torch.sigmoid(z))
+        far = torch.tensor([[-1e30, 1e30]])
+        torch.testing.assert_close(t.standardise.inverse(far), far)  # lo / hi start at -inf / inf
+    for std in (t.standardise.train(), RunningStandardiser(2)):
+        _first_batch_sets_later_batches_move_by_1_percent(std)
+
+
+def _first_batch_sets_later_batches_move_by_1_percent(std):
+    assert not bool(std.initialised)
+    std(torch.tensor([[0.0], [2.0]]).expand(2, 2))
+    assert bool(std.initialised)
+    torch.testing.assert_close(std.mean, torch.ones(2))
+    std(torch.full((2, 2), 101.0))
+    torch.testing.assert_close(std.mean, torch.full((2,), 2.0))  # 1 + 0.01 (101 - 1)
+
+
+def test_kumaraswamy_set_params_sets_a_and_b():
+    t = KumaraswamyTransform(3)
+    a, b = torch.tensor([0.2, 1.0, 5.0]), torch.tensor([4.0, 0.3, 1.0])
+    t.set_params(a, b)
+    torch.testing.assert_close(t.a, a)
+    torch.testing.assert_close(t.b, b)
+
+
+@pytest.mark.parametrize("transform", ["kumaraswamy", "logistic"])
+def test_nurqvae_aux_losses_are_consistency_and_for_kumaraswamy_the_fit_likelihood(transform):
+    tok = build_tokenizer("nurqvae", transform=transform, hidden_dims=[16], latent_dim=4)
+    model = tok._build_model(8)
+    z = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    model.anchor(z)
+    d = model.to_quant(z) + 0.05
+    losses = model.aux_losses(z, d)
+    torch.testing.assert_close(losses["consistency"], torch.nn.functional.mse_loss(model.from_quant(d), z))
+    assert losses["consistency"] > 0
+    if transform == "kumaraswamy":
+        torch.testing.assert_close(losses["fit"], model.transform.fit_loss(z))
+    else:
+        assert set(losses) == {"consistency"}
