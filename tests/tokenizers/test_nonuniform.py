@@ -407,3 +407,16 @@ def test_nurqvae_aux_losses_are_consistency_and_for_kumaraswamy_the_fit_likeliho
         torch.testing.assert_close(losses["fit"], model.transform.fit_loss(z))
     else:
         assert set(losses) == {"consistency"}
+
+
+def test_kumaraswamy_passes_its_momentum_to_its_standardiser():
+    assert KumaraswamyTransform(2, momentum=0.5).standardise.momentum == 0.5
+
+
+def test_kumaraswamy_unit_space_inverse_resolves_the_last_floats_below_1():
+    """y is clamped only to the largest float32 below 1: the two largest y still decode to distinct, ordered s."""
+    t = _kumaraswamy([1.0], [1.0], space="unit")
+    top = torch.tensor([[1 - 2.0**-23], [1 - 2.0**-24], [1.0]])
+    with torch.no_grad():
+        s = t.inverse(top).flatten()
+    assert s[0] < s[1] and torch.isfinite(s).all() and s[2] == s[1]
