@@ -1,4 +1,5 @@
-"""mutmut over the modules that define the protocol, the decoding and the balancing: every operator of every line.
+"""mutmut over the modules that define the protocol, the decoding, the balancing and CARD's non-uniform transform:
+every operator of every line.
 
     pip install -c constraints.txt mutmut==3.8.1
     python benchmarks/mutation_tool.py                 # -> benchmarks/results/mutation_tool.{md,json}
@@ -9,8 +10,10 @@ Where `benchmarks/mutation.py` breaks one named mechanism at a time, this runs a
 scratch copy of the checkout. A surviving mutant is a test gap unless it changes nothing observable; those are
 listed in `EQUIVALENT` (function + mutated line -> why) and reported as justified, every other survivor as open,
 except in the functions of `SKIP` (outside the defining code), whose survivors are listed apart.
-The models' and tokenizers' training code is outside the scope: their tests train networks, which multiplies
-mutmut's cost per mutant beyond what 2 cores allow; `mutation.py` covers their mechanisms.
+The transform (`tokenizers/nonuniform.py`), its plug-and-play wrapper (`tokenizers/transformed.py`) and NU-RQ-VAE's
+training step (`tokenizers/nurqvae.py`) are in scope, their tests train only tiny quantizers; the models' training
+code is not: their tests train generators, which multiplies mutmut's cost per mutant beyond what 2 cores allow, and
+`mutation.py` covers their mechanisms.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mutation_tool"
 SCOPE = ["src/sidrec/evaluation/metrics.py", "src/sidrec/evaluation/protocol.py", "src/sidrec/decoding/trie.py",
          "src/sidrec/decoding/beam_search.py", "src/sidrec/decoding/exact.py", "src/sidrec/data/dataset.py",
-         "src/sidrec/tokenizers/sinkhorn.py", "src/sidrec/tokenizers/collisions.py"]
-TESTS = ["tests/evaluation", "tests/decoding", "tests/data", "tests/tokenizers/test_collisions.py",
-         "tests/tokenizers/test_sinkhorn.py"]
+         "src/sidrec/tokenizers/sinkhorn.py", "src/sidrec/tokenizers/collisions.py",
+         "src/sidrec/tokenizers/nonuniform.py", "src/sidrec/tokenizers/transformed.py", "src/sidrec/tokenizers/nurqvae.py"]
+TESTS = ["tests/evaluation", "tests/decoding", "tests/data", "tests/tokenizers"]
 # Functions of those files outside the defining code (fnmatch over mutmut's names), with why: they are mutated and
 # run like the rest, but their survivors are listed apart, not counted open (their own suites, e.g.
 # tests/test_stage_cache.py and the readers' tests, lie outside `TESTS`).
@@ -45,7 +48,9 @@ SKIP = {**{f"{DATASET}xǁDatasetǁ{name}": "dataset persistence, statistics and 
         f"{DATASET}x_k_core": "dataset building from raw interactions (k-core filter)",
         f"{DATASET}x_build_dataset": "dataset building from raw interactions",
         f"{DATASET}xǁDatasetǁuser_history": "serving's history lookup (tests/serving)",
-        "sidrec.decoding.trie.xǁSIDTrieǁto": "moving the trie's tables to a device (no accelerator here)"}
+        "sidrec.decoding.trie.xǁSIDTrieǁto": "moving the trie's tables to a device (no accelerator here)",
+        "sidrec.tokenizers.transformed.x__nu_variant": "registering the nu- tokenizers, which runs at import, before "
+                                                       "mutmut switches a mutant on (out of its reach)"}
 # (function, mutated line) -> why the mutant cannot change a result. Functions are mutmut's names without the
 # `__mutmut_N` suffix (the number moves when code moves; the line does not).
 EQUIVALENT: dict[tuple[str, str], str] = {
@@ -131,6 +136,28 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'a float32 constant in a float64 problem is promoted on use (as for log_a)',
     ('sidrec.tokenizers.sinkhorn.x_sinkhorn_plan', 'log_b = torch.full((k,), -math.log(k), device=cost.device)'):
         'the same float32 promotion',
+    ('sidrec.tokenizers.nonuniform.x__log_softplus', 'return torch.where(t <= _TAIL, t, torch.log(F.softplus(t.clamp(min=_TAIL))))'):
+        'the branches differ only at t = -15 exactly, where log(softplus(-15)) = -15 - 1.5e-7 rounds to -15 in float32',
+    ('sidrec.tokenizers.transformed.xǁNonUniformTokenizerǁ__init__', 'self.transform: KumaraswamyTransform | None = ""'):
+        'a placeholder: `_fit` or `_set_state` sets the transform before anything reads it',
+    ('sidrec.tokenizers.transformed.xǁNonUniformTokenizerǁ_new_transform', 'return KumaraswamyTransform(dim, space=self.options["nu_space"]).requires_grad_(True).eval()'):
+        'the wrapper applies its transform under no_grad only and never optimises it (a, b come from the MLE)',
+    ('sidrec.tokenizers.transformed.xǁNonUniformTokenizerǁ_set_state', 'self.inner._set_state(_strip(tensors, "inner."), None)'):
+        'none of the tokenizers it wraps (rkmeans, pq, opq) reads its saved meta: their state is all tensors',
+    ('sidrec.tokenizers.nonuniform.x_log1mexp', 'cut = -math.log(3.0)'):
+        'both branches compute log(1 - e^x); the switch only picks the more accurate one, and on [-log 3, -log 2] both are within 1e-7 of the float64 value (measured)',
+    ('sidrec.tokenizers.nonuniform.x_log1mexp', 'return torch.where(x >= cut, torch.log(-torch.expm1(x.clamp(min=cut))), torch.log1p(-torch.exp(x.clamp(max=cut))))'):
+        'at x = -log 2 itself both branches give the same float32 (-0.69314718)',
+    ('sidrec.tokenizers.nonuniform.x__log_neg_log1mexp', 'return torch.where(w <= _TAIL, w, torch.log(-log1mexp(w.clamp(min=_TAIL))))'):
+        'at w = -15 exactly the full formula gives -15.0 in float32, the same as the tail branch',
+    ('sidrec.tokenizers.nonuniform.x__log1mexp_neg_exp', 'return torch.where(v <= _TAIL, v, log1mexp(-torch.exp(v.clamp(min=_TAIL))))'):
+        'at v = -15 exactly the full formula gives -15.0 in float32, the same as the tail branch',
+    ('sidrec.tokenizers.nonuniform.xǁKumaraswamyTransformǁset_params', 'self.raw_a.copy_(_inv_softplus(a.to(None)))'):
+        "`copy_` casts to the parameter's dtype and device anyway",
+    ('sidrec.tokenizers.nonuniform.xǁKumaraswamyTransformǁset_params', 'self.raw_b.copy_(_inv_softplus(b.to(None)))'):
+        'the same cast by `copy_`',
+    ('sidrec.tokenizers.nonuniform.xǁKumaraswamyTransformǁinverse', 'v = torch.log(-torch.log1p(-t.clamp(1e-30, 1 - torch.finfo(t.dtype).eps / 3)))'):
+        '1 - eps/3 rounds to the same float32 as 1 - eps/2, the largest below 1',
 }
 
 
@@ -180,7 +207,7 @@ def render(result: dict, meta: dict) -> str:
     open_rows = [r for r in core if r["why"] is None]
     killed = result["statuses"].get("killed", 0)
     by_status = ", ".join(f"{status} {n}" for status, n in sorted(result["statuses"].items()))
-    lines = ["# mutmut over the protocol, decoding and balancing code (`benchmarks/mutation_tool.py`)", "",
+    lines = ["# mutmut over the protocol, decoding, balancing and non-uniform transform code (`benchmarks/mutation_tool.py`)", "",
              f"Regenerated by the script. mutmut 3.8.1, commit {meta['commit']}, {meta['date']}, {meta['cpu']}, Python "
              f"{meta['python']}; {result['seconds']} s with {result['max_children']} worker(s). Files: "
              + ", ".join(f"`{p.removeprefix('src/sidrec/')}`" for p in SCOPE) + "; tests: " + " ".join(TESTS) + ".", "",
