@@ -232,8 +232,8 @@ def headline(rows: list[dict]) -> str:
             runs = [r for r in rows if (r["data"], r["model"]) == (data, model)]
             if not runs:
                 continue
-            epochs = " / ".join("/".join(str(r[k]) for r in runs if r["best_epoch"]) for k in ("best_epoch", "epochs"))
-            epochs = epochs if epochs.strip(" /") else "–"
+            trained = [r for r in runs if r["best_epoch"]]
+            epochs = " / ".join("/".join(str(r[k]) for r in trained) for k in ("best_epoch", "epochs")) if trained else "–"
             to_best = "/".join(f"{r['seconds_to_best']:.0f}" for r in runs if r.get("seconds_to_best")) or "–"
             lines.append(f"| {data} | {model} | {','.join(str(r['seed']) for r in runs)} | "
                          + " | ".join(mean_std([r["test"][k] for r in runs]) for k in ("recall@10", "ndcg@10", "recall@10_tail", "coverage@10"))

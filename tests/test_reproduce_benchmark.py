@@ -33,8 +33,7 @@ def test_curve_accumulates_training_and_validation_seconds(reproduce):
 
 
 def test_tables_give_mean_and_std_over_seeds_and_name_every_seed(reproduce, tmp_path):
-    rows = [_row("sasrec", 42, .04), _row("sasrec", 43, .06, best=3), _row("tiger", 42, .03), _row("popularity", 42, .01)]
-    rows[-1]["best_epoch"] = None
+    rows = [_row("sasrec", 42, .04), _row("sasrec", 43, .06, best=3), _row("tiger", 42, .03), _row("popularity", 42, .01, best=None)]
     table = reproduce.headline(rows)
     assert "| amazon-beauty | sasrec | 42,43 | 0.0500 ± 0.0141 |" in table
     assert "| 2/3 / 3/3 |" in table  # best epochs per seed / last epochs per seed
