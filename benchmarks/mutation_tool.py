@@ -11,7 +11,7 @@ scratch copy of the checkout. A surviving mutant is a test gap unless it changes
 listed in `EQUIVALENT` (function + mutated line -> why) and reported as justified, every other survivor as open,
 except in the functions of `SKIP` (outside the defining code), whose survivors are listed apart.
 The transform (`tokenizers/nonuniform.py`), its plug-and-play wrapper (`tokenizers/transformed.py`) and NU-RQ-VAE's
-training step (`tokenizers/nurqvae.py`) are in scope, their tests train only tiny quantizers; the models' training
+model and losses (`tokenizers/nurqvae.py`) are in scope, their tests train only tiny quantizers; the models' training
 code is not: their tests train generators, which multiplies mutmut's cost per mutant beyond what 2 cores allow, and
 `mutation.py` covers their mechanisms.
 """
