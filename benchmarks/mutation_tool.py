@@ -1,19 +1,19 @@
-"""mutmut over the modules that define the protocol, the decoding, the balancing and CARD's non-uniform transform:
-every operator of every line.
+"""mutmut over the modules that define the protocol, the decoding, the balancing, CARD's non-uniform transform and
+the generators: every operator of every line.
 
     pip install -c constraints.txt mutmut==3.8.1
-    python benchmarks/mutation_tool.py                 # -> benchmarks/results/mutation_tool.{md,json}
-    python benchmarks/mutation_tool.py --render-only   # after editing EQUIVALENT
+    python benchmarks/mutation_tool.py                  # -> benchmarks/results/mutation_tool.{md,json}
+    python benchmarks/mutation_tool.py --scope models   # -> benchmarks/results/mutation_tool_models.{md,json}
+    python benchmarks/mutation_tool.py --render-only    # after editing EQUIVALENT
 
 Where `benchmarks/mutation.py` breaks one named mechanism at a time, this runs a generic tool over whole files
-(`SCOPE`), each mutant against the tests that reach its function (mutmut's own selection within `TESTS`), in a
+(a `Scope`), each mutant against the tests that reach its function (mutmut's own selection within its tests), in a
 scratch copy of the checkout. A surviving mutant is a test gap unless it changes nothing observable; those are
 listed in `EQUIVALENT` (function + mutated line -> why) and reported as justified, every other survivor as open,
 except in the functions of `SKIP` (outside the defining code), whose survivors are listed apart.
 The transform (`tokenizers/nonuniform.py`), its plug-and-play wrapper (`tokenizers/transformed.py`) and NU-RQ-VAE's
-model and losses (`tokenizers/nurqvae.py`) are in scope, their tests train only tiny quantizers; the models' training
-code is not: their tests train generators, which multiplies mutmut's cost per mutant beyond what 2 cores allow, and
-`mutation.py` covers their mechanisms.
+model and losses (`tokenizers/nurqvae.py`) are in the `protocol` scope; the generators (`models/`) are a scope of their
+own, run against tests/models but for its two slowest tests (a cost per mutant 2 cores cannot pay, stated in the table).
 """
 
 from __future__ import annotations
@@ -27,21 +27,50 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidrec.io import atomic_path, read_json, write_json
 from mutation import machine, scratch_copy
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "mutation_tool"
-SCOPE = ["src/sidrec/evaluation/metrics.py", "src/sidrec/evaluation/protocol.py", "src/sidrec/decoding/trie.py",
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Files mutmut mutates, the tests it may run on them, and tests left out for their cost (stated in the table)."""
+
+    title: str
+    files: list[str]
+    tests: list[str]
+    out: Path
+    deselect: list[str] = field(default_factory=list)
+
+
+MODELS_TESTS = "tests/models/test_tiger.py::"
+SCOPES = {
+    "protocol": Scope(
+        "the protocol, decoding, balancing and non-uniform transform code",
+        ["src/sidrec/evaluation/metrics.py", "src/sidrec/evaluation/protocol.py", "src/sidrec/decoding/trie.py",
          "src/sidrec/decoding/beam_search.py", "src/sidrec/decoding/exact.py", "src/sidrec/data/dataset.py",
          "src/sidrec/tokenizers/sinkhorn.py", "src/sidrec/tokenizers/collisions.py",
-         "src/sidrec/tokenizers/nonuniform.py", "src/sidrec/tokenizers/transformed.py", "src/sidrec/tokenizers/nurqvae.py"]
-TESTS = ["tests/evaluation", "tests/decoding", "tests/data", "tests/tokenizers"]
+         "src/sidrec/tokenizers/nonuniform.py", "src/sidrec/tokenizers/transformed.py", "src/sidrec/tokenizers/nurqvae.py"],
+        ["tests/evaluation", "tests/decoding", "tests/data", "tests/tokenizers"], RESULTS / "mutation_tool"),
+    # The generators: their two slowest tests (14 s and 9 s, against ~0.1-2 s for the rest) would run for nearly
+    # every mutant of the forward pass; they are left out, and the HF export only they reach is listed apart.
+    "models": Scope(
+        "the generators (TIGER, AsymRec, SASRec, the causal encoder, dropout)",
+        ["src/sidrec/models/base.py", "src/sidrec/models/causal.py", "src/sidrec/models/dropout.py",
+         "src/sidrec/models/popularity.py", "src/sidrec/models/sasrec.py", "src/sidrec/models/asymrec.py",
+         "src/sidrec/models/tiger.py"],
+        ["tests/models"], RESULTS / "mutation_tool_models",
+        [MODELS_TESTS + "test_history_once_trains_through_the_trainer_and_window_batches_cover_every_transition",
+         MODELS_TESTS + "test_hf_export_has_the_same_logits_and_generate_picks_the_same_items"]),
+}
 # Functions of those files outside the defining code (fnmatch over mutmut's names), with why: they are mutated and
 # run like the rest, but their survivors are listed apart, not counted open (their own suites, e.g.
-# tests/test_stage_cache.py and the readers' tests, lie outside `TESTS`).
+# tests/test_stage_cache.py and the readers' tests, lie outside their scope's tests).
 DATASET = "sidrec.data.dataset."
 SKIP = {**{f"{DATASET}xǁDatasetǁ{name}": "dataset persistence, statistics and content digest"
            for name in ("save", "load", "exists", "stats", "digest")},
@@ -49,6 +78,8 @@ SKIP = {**{f"{DATASET}xǁDatasetǁ{name}": "dataset persistence, statistics and 
         f"{DATASET}x_build_dataset": "dataset building from raw interactions",
         f"{DATASET}xǁDatasetǁuser_history": "serving's history lookup (tests/serving)",
         "sidrec.decoding.trie.xǁSIDTrieǁto": "moving the trie's tables to a device (no accelerator here)",
+        **{f"sidrec.models.tiger.xǁTIGERǁ{name}": "the Hugging Face export, reached only by its parity test, left out "
+                                                  "of the models scope for its cost" for name in ("to_hf", "_hf_state_dict")},
         "sidrec.tokenizers.transformed.x__nu_variant": "registering the nu- tokenizers, which runs at import, before "
                                                        "mutmut switches a mutant on (out of its reach)"}
 # (function, mutated line) -> why the mutant cannot change a result. Functions are mutmut's names without the
@@ -161,11 +192,12 @@ EQUIVALENT: dict[tuple[str, str], str] = {
 }
 
 
-def configure(scratch: Path) -> None:
+def configure(scratch: Path, scope: Scope) -> None:
+    deselect = [arg for test in scope.deselect for arg in ("--deselect", test)]
     with open(scratch / "pyproject.toml", "a") as f:
         f.write("\n[tool.mutmut]\nsource_paths = [\"src/\"]\n"
-                f"only_mutate = {json.dumps(SCOPE)}\npytest_add_cli_args_test_selection = {json.dumps(TESTS)}\n"
-                'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x"]\n')
+                f"only_mutate = {json.dumps(scope.files)}\npytest_add_cli_args_test_selection = {json.dumps(scope.tests)}\n"
+                f'pytest_add_cli_args = {json.dumps(["-p", "no:cacheprovider", "-x", *deselect])}\n')
 
 
 def mutmut(scratch: Path, *args: str) -> str:
@@ -183,12 +215,12 @@ def mutated_line(diff: str) -> str:
     return " / ".join(added)
 
 
-def run(max_children: int) -> dict:
+def run(scope: Scope, max_children: int) -> dict:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sidrec-mutmut-") as tmp:
         scratch = Path(tmp)
         scratch_copy(scratch)
-        configure(scratch)
+        configure(scratch, scope)
         mutmut(scratch, "run", "--max-children", str(max_children))
         statuses = dict(re.findall(r"^\s*(\S+): (.+)$", mutmut(scratch, "results", "--all", "true"), re.MULTILINE))
         survivors = []
@@ -201,19 +233,21 @@ def run(max_children: int) -> dict:
             "seconds": round(time.perf_counter() - start), "max_children": max_children}
 
 
-def render(result: dict, meta: dict) -> str:
+def render(result: dict, meta: dict, scope: Scope) -> str:
     rows = [{**s, "why": EQUIVALENT.get((s["function"], s["line"]))} for s in result["survivors"]]
     core = [r for r in rows if r["function"] not in SKIP]
     open_rows = [r for r in core if r["why"] is None]
     killed = result["statuses"].get("killed", 0)
     by_status = ", ".join(f"{status} {n}" for status, n in sorted(result["statuses"].items()))
-    lines = ["# mutmut over the protocol, decoding, balancing and non-uniform transform code (`benchmarks/mutation_tool.py`)", "",
+    left_out = (" Left out for their cost: " + ", ".join(f"`{t}`" for t in scope.deselect) + ".") if scope.deselect else ""
+    lines = [f"# mutmut over {scope.title} (`benchmarks/mutation_tool.py`)", "",
              f"Regenerated by the script. mutmut 3.8.1, commit {meta['commit']}, {meta['date']}, {meta['cpu']}, Python "
              f"{meta['python']}; {result['seconds']} s with {result['max_children']} worker(s). Files: "
-             + ", ".join(f"`{p.removeprefix('src/sidrec/')}`" for p in SCOPE) + "; tests: " + " ".join(TESTS) + ".", "",
+             + ", ".join(f"`{p.removeprefix('src/sidrec/')}`" for p in scope.files) + "; tests: " + " ".join(scope.tests)
+             + "." + left_out, "",
              f"**Score: {killed} / {result['total']} killed** ({by_status}). In the defining code: {len(core)} not "
              f"killed, {len(core) - len(open_rows)} justified as equivalent, **{len(open_rows)} open** (a test gap until "
-             f"killed or justified). Outside it ({', '.join(sorted(set(SKIP.values())))}: functions tested by "
+             f"killed or justified). Outside it ({', '.join(sorted({SKIP.get(r['function']) for r in rows} - {None}))}: functions tested by "
              f"suites outside this selection): {len(rows) - len(core)} not killed, listed last.", "",
              "| function | mutated line | status | why it is not a gap |", "|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["function"] in SKIP, r["why"] is not None, r["function"], r["name"])):
@@ -225,18 +259,21 @@ def render(result: dict, meta: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scope", choices=sorted(SCOPES), default="protocol", help="which files to mutate")
     parser.add_argument("--max-children", type=int, default=1, help="mutmut workers (1 leaves a core to a benchmark)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, help="results path without suffix (default: the scope's)")
     parser.add_argument("--render-only", action="store_true", help="rewrite the table from the saved json")
     args = parser.parse_args()
+    scope = SCOPES[args.scope]
+    out = args.out or scope.out
     if args.render_only:
-        saved = read_json(args.out.with_suffix(".json"))
+        saved = read_json(out.with_suffix(".json"))
         result, meta = saved["result"], saved["meta"]
     else:
-        meta, result = machine(), run(args.max_children)
-        write_json(args.out.with_suffix(".json"), {"meta": meta, "result": result})
-    text = render(result, meta)
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
+        meta, result = machine(), run(scope, args.max_children)
+        write_json(out.with_suffix(".json"), {"meta": meta, "result": result})
+    text = render(result, meta, scope)
+    with atomic_path(out.with_suffix(".md")) as tmp:
         tmp.write_text(text)
     print(text[:2000])
 

@@ -44,7 +44,8 @@ def test_the_tool_run_reports_open_and_justified_survivors(monkeypatch):
         import mutation_tool
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    assert all((ROOT / path).exists() for path in mutation_tool.SCOPE + mutation_tool.TESTS)
+    scopes = mutation_tool.SCOPES.values()
+    assert all((ROOT / path.split("::")[0]).exists() for s in scopes for path in s.files + s.tests + s.deselect)
     diff = "--- a.py\n+++ b.py\n@@ -1 +1 @@\n-    x = a < b\n+    x = a <= b\n"
     assert mutation_tool.mutated_line(diff) == "x = a <= b"
     survivors = [{"name": "m.f__mutmut_1", "function": "m.f", "status": "survived", "line": "x = a <= b"},
@@ -53,7 +54,9 @@ def test_the_tool_run_reports_open_and_justified_survivors(monkeypatch):
     monkeypatch.setitem(mutation_tool.EQUIVALENT, ("m.f", "y = 2"), "y is never read")
     monkeypatch.setitem(mutation_tool.SKIP, "m.g", "persistence")
     result = {"statuses": {"killed": 7, "survived": 3}, "total": 10, "survivors": survivors, "seconds": 5, "max_children": 1}
-    text = mutation_tool.render(result, {"commit": "abc", "date": "d", "cpu": "test CPU", "python": "3"})
+    scope = mutation_tool.Scope("some code", ["src/m.py"], ["tests/m"], ROOT / "unused", ["tests/m/test_x.py::test_slow"])
+    text = mutation_tool.render(result, {"commit": "abc", "date": "d", "cpu": "test CPU", "python": "3"}, scope)
+    assert "# mutmut over some code" in text and "Left out for their cost: `tests/m/test_x.py::test_slow`." in text
     assert "**Score: 7 / 10 killed**" in text and "2 not killed, 1 justified as equivalent, **1 open**" in text
     assert "| `m.f` | `x = a <= b` | survived | **open** |" in text and "y is never read" in text
     assert "| `m.g` | `z = 0` | survived | outside the defining code: persistence |" in text
