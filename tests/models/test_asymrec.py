@@ -241,3 +241,31 @@ def test_diagnostics_report_the_effective_rank_of_the_validation_states(cyclic_d
     with torch.no_grad():
         assert rank == pytest.approx(effective_rank(model.eval().last_states(histories)), rel=1e-6)
     assert build_model("popularity", {}, ds.n_items).diagnostics(ds, 10) == {}
+
+
+def test_effective_rank_is_exp_entropy_of_the_centred_singular_values_at_any_scale_and_offset():
+    """Rows ±a e1, ±b e2 (centred singular values √2 a, √2 b): rank exp(H(a, b) / (a + b)), unchanged by a
+    common offset (it is centred away) and by a scale too small for the singular values to sum to 1."""
+    a, b = 1e-3, 3e-3
+    rows = torch.tensor([[a, 0.0], [-a, 0.0], [0.0, b], [0.0, -b]], dtype=torch.float64)
+    p = torch.tensor([a, b], dtype=torch.float64) / (a + b)
+    expected = float(torch.exp(-(p * p.log()).sum()))
+    for states in (rows, rows + torch.tensor([100.0, -30.0], dtype=torch.float64)):
+        assert effective_rank(states) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("inputs", ["sid", "msp"])
+def test_the_code_table_holds_each_positions_own_code_embeddings_and_zeros_beyond_its_k(inputs):
+    """RPG's tied heads read row (p, k) = the embedding of code k at position p (offset by the sizes before it),
+    the last code of the last position included; rows past a position's K are zero."""
+    g = torch.Generator().manual_seed(0)
+    sizes = [4, 3, 5]
+    codes = torch.stack([torch.randint(k, (40,), generator=g) for k in sizes], 1).unique(dim=0)
+    model = build_model("asymrec", {**SMALL, "inputs": inputs, "head_type": "rpg"}, len(codes),
+                        embeddings=torch.randn(len(codes), 8, generator=g), sids=SemanticIDs(codes, sizes))
+    table = model.code_table()
+    weight = model.code_embedding.weight
+    assert table.shape == (3, 5, SMALL["hidden"])
+    for p, (offset, k) in enumerate(zip([0, 4, 7], sizes)):
+        assert torch.equal(table[p, :k], weight[offset:offset + k])
+        assert torch.equal(table[p, k:], torch.zeros(5 - k, SMALL["hidden"]))

@@ -44,3 +44,22 @@ def test_attention_matches_sdpa_without_dropout_and_drops_weights_with_it():
     torch.manual_seed(2)
     expected = (weights * (dropout(torch.ones_like(weights), 0.5, True))) @ v
     torch.testing.assert_close(dropped, expected)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.1])
+@pytest.mark.parametrize("n", [1 << 20, (1 << 20) + 3])
+def test_an_element_is_kept_iff_its_16_bit_lane_clears_the_quantised_rate(p, n):
+    """Each element reads one 16-bit lane of the int64 words drawn for it, (n + 3) // 4 words in all (the next
+    draw starts after them); it is dropped iff its lane is among the round(p * 65536) lowest of the 65536 values,
+    and a kept element is scaled by exactly 65536 / (65536 - dropped). (2^20 elements draw every lane value,
+    the boundary one included, with probability 1 - 1e-7.)"""
+    dropped = round(p * 65536)
+    torch.manual_seed(5)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    after = torch.rand(3)
+    lanes = words.view(torch.int16)[:n]
+    expected = torch.where(lanes.int() + 32768 >= dropped, torch.tensor(65536 / (65536 - dropped)), torch.tensor(0.0))
+    torch.manual_seed(5)
+    y = dropout(torch.ones(n), p, True)
+    assert torch.equal(y, expected)
+    assert torch.equal(torch.rand(3), after)

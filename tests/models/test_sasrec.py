@@ -50,3 +50,31 @@ def test_sasrec_states_are_causal():
     model = build_model("sasrec", {"hidden": 32, "layers": 2, "heads": 2, "ffn": 64, "dropout": 0.0, "max_len": 10},
                         12).eval()
     assert_causal(model.hidden_states, causal_histories())
+
+
+def test_loss_is_the_summed_cross_entropy_of_every_target_item_0_included():
+    """One term per non-padding target (item 0 is an item, -1 is padding), summed, with the target count as the
+    normaliser the trainer divides by; logits are dot products with the (tied) item embeddings."""
+    torch.manual_seed(0)
+    model = build_model("sasrec", {"hidden": 16, "layers": 1, "heads": 2, "ffn": 32, "dropout": 0.0, "max_len": 6},
+                        9).eval()
+    inputs = torch.tensor([[3, 4, 5, -1], [1, 2, -1, -1]])
+    targets = torch.tensor([[4, 5, 0, -1], [2, 0, -1, -1]])
+    total, count = model.loss({"inputs": inputs, "targets": targets})
+    states = model.hidden_states(inputs)
+    by_hand = sum(-torch.log_softmax(states[b, t] @ model.item_embeddings().T, -1)[targets[b, t]]
+                  for b, t in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)])
+    assert int(count) == 5
+    torch.testing.assert_close(total, by_hand)
+
+
+def test_item_embeddings_enter_the_encoder_scaled_by_sqrt_hidden():
+    """SASRec multiplies the item embeddings by sqrt(d) before the (position-adding) encoder."""
+    torch.manual_seed(0)
+    model = build_model("sasrec", {"hidden": 16, "layers": 1, "heads": 2, "ffn": 32, "dropout": 0.0, "max_len": 6},
+                        9).eval()
+    histories = torch.tensor([[3, 4, 5, -1]])
+    seen = []
+    model.encoder.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    model.hidden_states(histories)
+    torch.testing.assert_close(seen[0], model.item_embedding(histories + 1) * 4.0)
