@@ -266,3 +266,78 @@ def test_history_once_trains_through_the_trainer_and_window_batches_cover_every_
     top, scores = model.recommend(torch.tensor([[0, 1, 2], [5, 6, -1]]), 3, beam_width=5)
     assert top[:, 0].tolist() == [3, 7]
     assert (scores[:, 0].exp() > 0.5).all(), scores.exp()
+
+
+@pytest.mark.parametrize("sample_mode", ["all_prefixes", "history_once"])
+def test_every_t5_dropout_site_drops_at_the_configured_rate_in_training_only(sample_mode, monkeypatch):
+    """T5's dropout sites: encoder and decoder input embeddings, after each attention block and feed-forward
+    (and inside it), the final norms, and the attention weights; each gets model.dropout and the module's
+    training flag, in both training layouts (per-prefix and history-once windows)."""
+    import sidrec.models.tiger as tiger_module
+
+    calls = []
+    real_dropout, real_attention = tiger_module.dropout, tiger_module.attention
+    monkeypatch.setattr(tiger_module, "dropout", lambda x, p, training: calls.append(("dropout", p, training))
+                        or real_dropout(x, p, training))
+    monkeypatch.setattr(tiger_module, "attention", lambda q, k, v, bias, p, training, **kw: calls.append(
+        ("attention", p, training)) or real_attention(q, k, v, bias, p, training, **kw))
+    sids = catalogue()
+    model = tiny(sids, sample_mode=sample_mode, dropout=0.3)
+    if sample_mode == "history_once":
+        batch = _window_batch(sids, [[3, 1, 4, 1], [2, 6, 5]])
+    else:
+        batch = next(iter(tiger_batches([[3, 1, 4, 1], [2, 6, 5]], sids.tokens(), batch_size=8)(0, torch.Generator())))
+    n_enc, n_dec = model.config.n_encoder_layers, model.config.n_decoder_layers
+    expected = {"dropout": 1 + 3 * n_enc + 1 + 1 + 4 * n_dec + 1, "attention": n_enc + 2 * n_dec}
+    for training in (True, False):
+        calls.clear()
+        model.train(training).loss(batch)
+        assert {kind: sum(c[0] == kind for c in calls) for kind in expected} == expected
+        assert set(c[1:] for c in calls) == {(0.3, training)}
+
+
+@pytest.mark.parametrize("sample_mode", ["all_prefixes", "history_once"])
+def test_make_batches_trains_every_training_transition_and_no_held_out_target(cyclic_dataset, sample_mode):
+    """The model's own batches: one target per next item of the training split (item 0 included, the
+    validation and test targets never), histories of at most model.max_history items, batches of at most
+    batch_size targets (history_once: batch_size mean-sized windows), long labels ending in eos."""
+    from collections import Counter
+
+    ds = cyclic_dataset
+    sids = catalogue(n=ds.n_items)
+    model = tiny(sids, sample_mode=sample_mode, max_history=3, history_window=4)
+    items, offsets = ds.train_sequences()
+    sequences = [items[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
+    expected = Counter(s[j] for s in sequences for j in range(1, len(s)))
+    assert expected[0] > 0
+    tokens = sids.tokens()
+    found, widths = Counter(), []
+    budget = int(5 * (ds.training_windows(4)[1] >= 0).sum(1).float().mean())  # history_once: ~ batch_size windows
+    for batch in model.make_batches(ds, 5)(0, torch.Generator().manual_seed(0)):
+        labels = batch["labels"].reshape(-1, tokens.shape[1] + 1)
+        labels = labels[labels[:, 0] != -100]
+        assert labels.dtype == torch.long and (labels[:, -1] == 1).all()
+        found.update(int((tokens == row[:-1]).all(1).nonzero()) for row in labels)
+        per_row = (batch["labels"][..., 0] != -100).reshape(len(batch["labels"]), -1).sum(1)
+        assert (per_row > 0).all() and int(per_row.sum()) <= (5 if sample_mode == "all_prefixes" else budget)
+        if sample_mode == "all_prefixes":  # history lengths in the batch (length buckets: mostly one)
+            widths.append(set((batch["attention_mask"].sum(1) // tokens.shape[1]).tolist()))
+        else:  # window width: model.history_window targets (5 training transitions per user here)
+            widths.append(batch["labels"].shape[1])
+    assert found == expected
+    if sample_mode == "all_prefixes":
+        assert max(max(w) for w in widths) == 3 and sum(len(w) == 1 for w in widths) > 0.7 * len(widths)
+    else:
+        assert max(widths) == 4
+
+
+def test_window_batches_need_one_transition_and_history_once():
+    tokens = catalogue().tokens()
+    with pytest.raises(ValueError, match="no user has two or more items, so there is nothing to predict"):
+        tiger_window_batches(torch.full((2, 3), -1), torch.full((2, 3), -1), tokens)
+    one = tiger_window_batches(torch.tensor([[0, -1], [-1, -1]]), torch.tensor([[4, -1], [-1, -1]]), tokens,
+                               batch_size=2)  # a row without a transition is no sample
+    (batch,) = list(one(0, torch.Generator()))
+    assert batch["labels"].shape == (1, 1, tokens.shape[1] + 1) and batch["attention_mask"].sum() == tokens.shape[1]
+    with pytest.raises(ValueError, match=r"window batches need model.sample_mode='history_once' \(an item-causal"):
+        tiny(catalogue()).loss(_window_batch(catalogue(), [[3, 1, 4]]))
