@@ -27,6 +27,9 @@ def toy_items(n_items: int, dim: int = 16, n_codes: int = 6, k: int = 4, seed: i
 def test_msp_gates_sum_to_one_and_output_is_the_gated_sum():
     torch.manual_seed(0)
     msp = MultiExpertProjection(6, 5, 3, n_experts=3)
+    with torch.no_grad():  # each expert's own biases (they start at 0), set apart so each one shows
+        msp.b1.copy_(torch.randn(3, 5))
+        msp.b2.copy_(torch.randn(3, 3))
     x = torch.randn(7, 6)
     gates = msp.gates(x)
     assert torch.allclose(gates.sum(1), torch.ones(7))
@@ -269,3 +272,51 @@ def test_the_code_table_holds_each_positions_own_code_embeddings_and_zeros_beyon
     for p, (offset, k) in enumerate(zip([0, 4, 7], sizes)):
         assert torch.equal(table[p, :k], weight[offset:offset + k])
         assert torch.equal(table[p, k:], torch.zeros(5 - k, SMALL["hidden"]))
+
+
+def test_msp_experts_start_at_fan_in_scale():
+    """Expert weights start N(0, 1 / fan-in) (unit-variance activations through both layers), biases at 0."""
+    torch.manual_seed(0)
+    msp = MultiExpertProjection(64, 256, 32, n_experts=4)
+    assert msp.w1.std().item() == pytest.approx(64 ** -0.5, rel=0.05)
+    assert msp.w2.std().item() == pytest.approx(256 ** -0.5, rel=0.05)
+    assert msp.b1.shape == (4, 256) and msp.b2.shape == (4, 32) and not msp.b1.any() and not msp.b2.any()
+
+
+@pytest.mark.parametrize("targets, regression_loss", [("mhq", "cosine"), ("regression", "cosine"), ("regression", "mse")])
+def test_the_loss_sums_one_term_per_target_item_0_included(targets, regression_loss):
+    """MHQ: mean code NLL per target; regression: 1 - cos or the mean squared error to the next item's
+    embedding; summed over every non-padding target (item 0 is an item), with their count."""
+    vectors, sids = toy_items(12)
+    torch.manual_seed(0)
+    model = build_model("asymrec", {**SMALL, "targets": targets, "regression_loss": regression_loss}, 12,
+                        embeddings=vectors, sids=sids).eval()
+    inputs = torch.tensor([[3, 4, 5, -1], [1, 2, -1, -1]])
+    targets_ = torch.tensor([[4, 5, 0, -1], [2, 0, -1, -1]])
+    total, count = model.loss({"inputs": inputs, "targets": targets_})
+    states = model.hidden_states(inputs)
+    terms = []
+    for b, t in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]:
+        state, item = states[b, t][None], int(targets_[b, t])
+        if targets == "mhq":
+            log_probs = model.code_log_probs(state)[0]
+            terms.append(-log_probs[torch.arange(len(sids.codebook_sizes)), sids.codes[item]].mean())
+        elif regression_loss == "cosine":
+            terms.append(1 - torch.nn.functional.cosine_similarity(model.regression_head(state)[0], vectors[item], dim=0))
+        else:
+            terms.append((model.regression_head(state)[0] - vectors[item]).pow(2).mean())
+    assert int(count) == 5
+    torch.testing.assert_close(total, torch.stack(terms).sum())
+
+
+def test_decode_beam_recommends_by_the_beam_not_by_exact_scores():
+    """decode=beam: recommend is the code-position beam (here greedy, width 1), which exact scoring is not."""
+    vectors, sids = toy_items(12)
+    torch.manual_seed(0)
+    model = build_model("asymrec", {**SMALL, "decode": "beam", "beam_width": 1}, 12, embeddings=vectors,
+                        sids=sids).eval()
+    histories = torch.randint(12, (32, 5), generator=torch.Generator().manual_seed(1))
+    items, scores = model.recommend(histories, 1)
+    beam_items, beam_scores = model.beam_top_k(histories, 1)
+    assert torch.equal(items, beam_items) and torch.equal(scores, beam_scores)
+    assert not torch.equal(items, model.item_scores(histories).topk(1).indices)
