@@ -5,6 +5,7 @@ the generators: every operator of every line.
     python benchmarks/mutation_tool.py                  # -> benchmarks/results/mutation_tool.{md,json}
     python benchmarks/mutation_tool.py --scope models   # -> benchmarks/results/mutation_tool_models.{md,json}
     python benchmarks/mutation_tool.py --render-only    # after editing EQUIVALENT
+    python benchmarks/mutation_tool.py --recheck        # after writing tests for the survivors: rerun only those
 
 Where `benchmarks/mutation.py` breaks one named mechanism at a time, this runs a generic tool over whole files
 (a `Scope`), each mutant against the tests that reach its function (mutmut's own selection within its tests), in a
@@ -81,7 +82,10 @@ SKIP = {**{f"{DATASET}xǁDatasetǁ{name}": "dataset persistence, statistics and 
         **{f"sidrec.models.tiger.xǁTIGERǁ{name}": "the Hugging Face export, reached only by its parity test, left out "
                                                   "of the models scope for its cost" for name in ("to_hf", "_hf_state_dict")},
         "sidrec.tokenizers.transformed.x__nu_variant": "registering the nu- tokenizers, which runs at import, before "
-                                                       "mutmut switches a mutant on (out of its reach)"}
+                                                       "mutmut switches a mutant on (out of its reach)",
+        "sidrec.models.base.xǁRecommenderǁ__init_subclass__": "registering the models, which runs at import, before "
+                                                             "mutmut switches a mutant on (out of its reach)",
+        "sidrec.models.base.xǁRecommenderǁover_catalogue": "growing the catalogue (`add-items`, tests/serving)"}
 # (function, mutated line) -> why the mutant cannot change a result. Functions are mutmut's names without the
 # `__mutmut_N` suffix (the number moves when code moves; the line does not).
 EQUIVALENT: dict[tuple[str, str], str] = {
@@ -189,6 +193,23 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'the same cast by `copy_`',
     ('sidrec.tokenizers.nonuniform.xǁKumaraswamyTransformǁinverse', 'v = torch.log(-torch.log1p(-t.clamp(1e-30, 1 - torch.finfo(t.dtype).eps / 3)))'):
         '1 - eps/3 rounds to the same float32 as 1 - eps/2, the largest below 1',
+    # models scope
+    ('sidrec.models.dropout.x_keep_multiplier', 'return (lanes >= dropped + 32768).to(x.dtype).mul_(65536 / (65536 - dropped))'):
+        'the int16 comparison wraps the Python scalar modulo 65536, and dropped + 32768 = dropped - 32768 (mod 65536)',
+    ('sidrec.models.asymrec.xǁMultiExpertProjectionǁexpert_outputs', 'inner = F.gelu(torch.einsum("ND,EDH->NEH", x, self.w1) + self.b1)'):
+        'einsum subscripts are case-sensitive letters only: the upper-case equation is the same contraction',
+    ('sidrec.models.asymrec.xǁMultiExpertProjectionǁexpert_outputs', 'return torch.einsum("NEH,EHO->NEO", inner, self.w2) + self.b2'):
+        'the same upper-case einsum equation',
+    ('sidrec.models.asymrec.xǁMultiExpertProjectionǁgates', 'return torch.softmax(self.gate(x), dim=+1)'):
+        'the gate reads `[n, d]` rows (item_inputs): dim +1 is dim -1',
+    ('sidrec.models.tiger.x_tiger_window_batches', 'eos = torch.full((1, 1, 1), EOS_TOKEN, dtype=None)'):
+        '`torch.full` of an int fill value is int64 already',
+    ('sidrec.models.tiger.x_tiger_window_batches', 'eos = torch.full((1, 1, 1), EOS_TOKEN, )'):
+        'the same: an int fill value gives int64',
+    ('sidrec.models.tiger.xǁTIGERǁ_window_logits', "mem_mask = _additive(reads, mem_kv[1][0].dtype)[:, None]"):
+        "every decoder layer's memory keys and values share one dtype (one encoder output)",
+    ('sidrec.models.tiger.xǁTIGERǁ_window_logits', "mem_mask = _additive(reads, mem_kv[0][1].dtype)[:, None]"):
+        "keys and values of the memory share one dtype",
 }
 
 
@@ -209,32 +230,63 @@ def mutmut(scratch: Path, *args: str) -> str:
     return done.stdout
 
 
-def mutated_line(diff: str) -> str:
-    """The `+` line of a mutant's diff (what the mutant wrote), stripped."""
-    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
-    return " / ".join(added)
+def mutated_line(diff: str, sign: str = "+") -> str:
+    """The `+` line of a mutant's diff (what the mutant wrote; `-`: what it replaced), stripped."""
+    lines = [line[1:].strip() for line in diff.splitlines() if line.startswith(sign) and not line.startswith(sign * 3)]
+    return " / ".join(lines)
 
 
-def run(scope: Scope, max_children: int) -> dict:
+def only_moves_the_device(was: str, line: str) -> bool:
+    """The mutant drops a `device=` argument or sets it to None, and changes nothing else: on a CPU-only
+    machine every tensor lands on the CPU either way."""
+    def strip(text: str) -> str:
+        return re.sub(r",\s*\)", ")", re.sub(r",?\s*device=[\w.\[\]]+", "", text)).replace(" ", "")
+    return "device=" in was and was != line and strip(was) == strip(line)
+
+
+def run(scope: Scope, max_children: int, only: list[str] | None = None) -> dict:
+    """mutmut over the scope (or only the mutants named in `only`); the status and mutated line of each not killed."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sidrec-mutmut-") as tmp:
         scratch = Path(tmp)
         scratch_copy(scratch)
         configure(scratch, scope)
-        mutmut(scratch, "run", "--max-children", str(max_children))
+        mutmut(scratch, "run", "--max-children", str(max_children), *(only or []))
         statuses = dict(re.findall(r"^\s*(\S+): (.+)$", mutmut(scratch, "results", "--all", "true"), re.MULTILINE))
-        survivors = []
-        for name, status in statuses.items():
-            if status != "killed":
-                function = name.split("__mutmut_")[0]
-                survivors.append({"name": name, "function": function, "status": status,
-                                  "line": mutated_line(mutmut(scratch, "show", name))})
+        if only is not None:
+            statuses = {name: statuses[name] for name in only}
+        diffs = {name: mutmut(scratch, "show", name)
+                 for name, status in statuses.items() if status != "killed" or only is not None}
+    shown = {name: mutated_line(diff) for name, diff in diffs.items()}
+    survivors = [{"name": name, "function": name.split("__mutmut_")[0], "status": status, "line": shown[name],
+                  "was": mutated_line(diffs[name], "-")} for name, status in statuses.items() if status != "killed"]
     return {"statuses": Counter(statuses.values()), "total": len(statuses), "survivors": survivors,
-            "seconds": round(time.perf_counter() - start), "max_children": max_children}
+            "seconds": round(time.perf_counter() - start), "max_children": max_children,
+            **({"lines": shown} if only is not None else {})}
+
+
+def recheck(saved: dict, scope: Scope, max_children: int, meta: dict) -> dict:
+    """Rerun only a saved run's survivors against the tests as they are now (tests written for them), keeping
+    every other mutant's status; refused if the source moved (a mutant's number would name another change)."""
+    previous = saved["result"]
+    names = [s["name"] for s in previous["survivors"]]
+    again = run(scope, max_children, only=names)
+    moved = [s["name"] for s in previous["survivors"] if again["lines"][s["name"]] != s["line"]]
+    if moved:
+        raise SystemExit(f"the source changed since the saved run ({len(moved)} mutants now mutate other lines, e.g. "
+                         f"{moved[0]}): run in full instead of --recheck")
+    statuses = Counter(previous["statuses"]) - Counter(s["status"] for s in previous["survivors"]) + again["statuses"]
+    checks = [*saved["meta"].get("rechecks", []),
+              {"commit": meta["commit"], "date": meta["date"], "mutants": len(names), "seconds": again["seconds"],
+               "killed": again["statuses"].get("killed", 0)}]
+    return {"meta": {**saved["meta"], "rechecks": checks},
+            "result": {**previous, "statuses": statuses, "survivors": again["survivors"]}}
 
 
 def render(result: dict, meta: dict, scope: Scope) -> str:
-    rows = [{**s, "why": EQUIVALENT.get((s["function"], s["line"]))} for s in result["survivors"]]
+    rows = [{**s, "why": EQUIVALENT.get((s["function"], s["line"])) or (
+        "CPU only here (no accelerator to place it on)" if only_moves_the_device(s.get("was", ""), s["line"]) else None)}
+        for s in result["survivors"]]
     core = [r for r in rows if r["function"] not in SKIP]
     open_rows = [r for r in core if r["why"] is None]
     killed = result["statuses"].get("killed", 0)
@@ -244,7 +296,10 @@ def render(result: dict, meta: dict, scope: Scope) -> str:
              f"Regenerated by the script. mutmut 3.8.1, commit {meta['commit']}, {meta['date']}, {meta['cpu']}, Python "
              f"{meta['python']}; {result['seconds']} s with {result['max_children']} worker(s). Files: "
              + ", ".join(f"`{p.removeprefix('src/sidrec/')}`" for p in scope.files) + "; tests: " + " ".join(scope.tests)
-             + "." + left_out, "",
+             + "." + left_out + "".join(
+                 f" Rechecked at {c['commit']} ({c['date']}, `--recheck`): the {c['mutants']} mutants not killed before, rerun "
+                 f"against that commit's tests: {c['killed']} killed, {c['seconds']} s." for c in meta.get("rechecks", [])),
+             "",
              f"**Score: {killed} / {result['total']} killed** ({by_status}). In the defining code: {len(core)} not "
              f"killed, {len(core) - len(open_rows)} justified as equivalent, **{len(open_rows)} open** (a test gap until "
              f"killed or justified). Outside it ({', '.join(sorted({SKIP.get(r['function']) for r in rows} - {None}))}: functions tested by "
@@ -263,11 +318,17 @@ def main() -> None:
     parser.add_argument("--max-children", type=int, default=1, help="mutmut workers (1 leaves a core to a benchmark)")
     parser.add_argument("--out", type=Path, help="results path without suffix (default: the scope's)")
     parser.add_argument("--render-only", action="store_true", help="rewrite the table from the saved json")
+    parser.add_argument("--recheck", action="store_true",
+                        help="rerun only the saved run's survivors against the current tests, keep the other statuses")
     args = parser.parse_args()
     scope = SCOPES[args.scope]
     out = args.out or scope.out
     if args.render_only:
         saved = read_json(out.with_suffix(".json"))
+        result, meta = saved["result"], saved["meta"]
+    elif args.recheck:
+        saved = recheck(read_json(out.with_suffix(".json")), scope, args.max_children, machine())
+        write_json(out.with_suffix(".json"), saved)
         result, meta = saved["result"], saved["meta"]
     else:
         meta, result = machine(), run(scope, args.max_children)

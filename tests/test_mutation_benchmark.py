@@ -2,6 +2,7 @@
 
 import importlib.util
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -37,17 +38,27 @@ def test_the_table_counts_killed_and_names_survivors(mutation, tmp_path):
     assert "**Score: 1 / 2 killed.**" in text and "**survived**" in text and "`tests/t::k`" in text
 
 
-def test_the_tool_run_reports_open_and_justified_survivors(monkeypatch):
-    """mutation_tool.py: a survivor is open unless (function, mutated line) is in EQUIVALENT; its scope exists."""
+@pytest.fixture(scope="module")
+def mutation_tool():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import mutation_tool
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+    return mutation_tool
+
+
+def test_the_tool_run_reports_open_and_justified_survivors(mutation_tool, monkeypatch):
+    """mutation_tool.py: a survivor is open unless (function, mutated line) is in EQUIVALENT; its scope exists."""
     scopes = mutation_tool.SCOPES.values()
     assert all((ROOT / path.split("::")[0]).exists() for s in scopes for path in s.files + s.tests + s.deselect)
     diff = "--- a.py\n+++ b.py\n@@ -1 +1 @@\n-    x = a < b\n+    x = a <= b\n"
-    assert mutation_tool.mutated_line(diff) == "x = a <= b"
+    assert mutation_tool.mutated_line(diff) == "x = a <= b" and mutation_tool.mutated_line(diff, "-") == "x = a < b"
+    was = "index = torch.arange(k, device=codes.device) + offsets"
+    assert mutation_tool.only_moves_the_device(was, "index = torch.arange(k, ) + offsets")
+    assert mutation_tool.only_moves_the_device(was, "index = torch.arange(k, device=None) + offsets")
+    assert not mutation_tool.only_moves_the_device(was, "index = torch.arange(k, device=None) - offsets")
+    assert not mutation_tool.only_moves_the_device("x = a + b", "x = a - b")
     survivors = [{"name": "m.f__mutmut_1", "function": "m.f", "status": "survived", "line": "x = a <= b"},
                  {"name": "m.f__mutmut_2", "function": "m.f", "status": "survived", "line": "y = 2"},
                  {"name": "m.g__mutmut_1", "function": "m.g", "status": "survived", "line": "z = 0"}]
@@ -60,3 +71,32 @@ def test_the_tool_run_reports_open_and_justified_survivors(monkeypatch):
     assert "**Score: 7 / 10 killed**" in text and "2 not killed, 1 justified as equivalent, **1 open**" in text
     assert "| `m.f` | `x = a <= b` | survived | **open** |" in text and "y is never read" in text
     assert "| `m.g` | `z = 0` | survived | outside the defining code: persistence |" in text
+
+
+def test_recheck_reruns_only_the_survivors_and_refuses_a_moved_source(mutation_tool, monkeypatch):
+    """--recheck: the saved survivors are rerun (nothing else), their new statuses replace the old in the score;
+    if a survivor's number now mutates another line, the saved run no longer describes the source: refused."""
+    survivors = [{"name": "m.f__mutmut_1", "function": "m.f", "status": "survived", "line": "x = a <= b"},
+                 {"name": "m.f__mutmut_2", "function": "m.f", "status": "no tests", "line": "y = 2"}]
+    saved = {"meta": {"commit": "abc", "date": "d1"},
+             "result": {"statuses": {"killed": 8, "survived": 1, "no tests": 1}, "total": 10, "survivors": survivors,
+                        "seconds": 5, "max_children": 1}}
+    asked = []
+
+    def fake_run(scope, max_children, only=None):
+        asked.append(only)
+        return {"statuses": Counter({"killed": 1, "survived": 1}), "total": 2, "survivors": survivors[:1],
+                "seconds": 3, "max_children": 1, "lines": {"m.f__mutmut_1": "x = a <= b", "m.f__mutmut_2": lines[1]}}
+
+    monkeypatch.setattr(mutation_tool, "run", fake_run)
+    scope = mutation_tool.SCOPES["models"]
+    lines = ["", "y = 2"]
+    out = mutation_tool.recheck(saved, scope, 1, {"commit": "def", "date": "d2"})
+    assert asked == [["m.f__mutmut_1", "m.f__mutmut_2"]]
+    assert out["result"]["statuses"] == Counter({"killed": 9, "survived": 1}) and out["result"]["total"] == 10
+    assert out["result"]["survivors"] == survivors[:1] and out["meta"]["commit"] == "abc"
+    text = mutation_tool.render(out["result"], {**out["meta"], "cpu": "c", "python": "3"}, scope)
+    assert "**Score: 9 / 10 killed**" in text and "Rechecked at def (d2, `--recheck`): the 2 mutants" in text
+    lines[1] = "y = 3"
+    with pytest.raises(SystemExit, match="source changed"):
+        mutation_tool.recheck(saved, scope, 1, {"commit": "def", "date": "d2"})
