@@ -196,10 +196,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     # models scope
     ('sidrec.models.dropout.x_keep_multiplier', 'return (lanes >= dropped + 32768).to(x.dtype).mul_(65536 / (65536 - dropped))'):
         'the int16 comparison wraps the Python scalar modulo 65536, and dropped + 32768 = dropped - 32768 (mod 65536)',
-    ('sidrec.models.asymrec.xǁMultiExpertProjectionǁexpert_outputs', 'inner = F.gelu(torch.einsum("ND,EDH->NEH", x, self.w1) + self.b1)'):
-        'einsum subscripts are case-sensitive letters only: the upper-case equation is the same contraction',
-    ('sidrec.models.asymrec.xǁMultiExpertProjectionǁexpert_outputs', 'return torch.einsum("NEH,EHO->NEO", inner, self.w2) + self.b2'):
-        'the same upper-case einsum equation',
+    ('sidrec.models.asymrec.xǁAsymRecǁcode_log_probs', 'return torch.log_softmax(logits.masked_fill(self.code_mask, float("-INF")), dim=-1)'):
+        "`float('-INF')` is `float('-inf')`",
     ('sidrec.models.asymrec.xǁMultiExpertProjectionǁgates', 'return torch.softmax(self.gate(x), dim=+1)'):
         'the gate reads `[n, d]` rows (item_inputs): dim +1 is dim -1',
     ('sidrec.models.tiger.x_tiger_window_batches', 'eos = torch.full((1, 1, 1), EOS_TOKEN, dtype=None)'):
@@ -236,12 +234,27 @@ def mutated_line(diff: str, sign: str = "+") -> str:
     return " / ".join(lines)
 
 
+def generic_equivalence(was: str, line: str) -> str | None:
+    """Why a mutant of a kind that never changes a result here is not a gap (None: judge it one by one)."""
+    if only_moves_the_device(was, line):
+        return "CPU only here (no accelerator to place it on)"
+    if only_recases_an_einsum(was, line):
+        return "einsum subscripts are case-sensitive letters only: the upper-case equation is the same contraction"
+    return None
+
+
 def only_moves_the_device(was: str, line: str) -> bool:
     """The mutant drops a `device=` argument or sets it to None, and changes nothing else: on a CPU-only
     machine every tensor lands on the CPU either way."""
     def strip(text: str) -> str:
         return re.sub(r",\s*\)", ")", re.sub(r",?\s*device=[\w.\[\]]+", "", text)).replace(" ", "")
     return "device=" in was and was != line and strip(was) == strip(line)
+
+
+def only_recases_an_einsum(was: str, line: str) -> bool:
+    """The mutant upper-cases an einsum equation and changes nothing else: the same contraction."""
+    return any(was.replace(f'"{eq}"', f'"{eq.upper()}"') == line != was
+               for eq in re.findall(r'einsum\("([a-z,\->. ]+)"', was))
 
 
 def run(scope: Scope, max_children: int, only: list[str] | None = None) -> dict:
@@ -284,9 +297,8 @@ def recheck(saved: dict, scope: Scope, max_children: int, meta: dict) -> dict:
 
 
 def render(result: dict, meta: dict, scope: Scope) -> str:
-    rows = [{**s, "why": EQUIVALENT.get((s["function"], s["line"])) or (
-        "CPU only here (no accelerator to place it on)" if only_moves_the_device(s.get("was", ""), s["line"]) else None)}
-        for s in result["survivors"]]
+    rows = [{**s, "why": EQUIVALENT.get((s["function"], s["line"])) or generic_equivalence(s.get("was", ""), s["line"])}
+            for s in result["survivors"]]
     core = [r for r in rows if r["function"] not in SKIP]
     open_rows = [r for r in core if r["why"] is None]
     killed = result["statuses"].get("killed", 0)

@@ -59,6 +59,9 @@ def test_the_tool_run_reports_open_and_justified_survivors(mutation_tool, monkey
     assert mutation_tool.only_moves_the_device(was, "index = torch.arange(k, device=None) + offsets")
     assert not mutation_tool.only_moves_the_device(was, "index = torch.arange(k, device=None) - offsets")
     assert not mutation_tool.only_moves_the_device("x = a + b", "x = a - b")
+    was = 'y = torch.einsum("nd,edh->neh", x, w) + b'
+    assert mutation_tool.generic_equivalence(was, 'y = torch.einsum("ND,EDH->NEH", x, w) + b').startswith("einsum")
+    assert mutation_tool.generic_equivalence(was, 'y = torch.einsum("ND,EDH->NEH", x, w) - b') is None
     survivors = [{"name": "m.f__mutmut_1", "function": "m.f", "status": "survived", "line": "x = a <= b"},
                  {"name": "m.f__mutmut_2", "function": "m.f", "status": "survived", "line": "y = 2"},
                  {"name": "m.g__mutmut_1", "function": "m.g", "status": "survived", "line": "z = 0"}]

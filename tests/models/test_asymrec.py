@@ -110,7 +110,7 @@ def test_ablations_train_and_regression_rank_by_dot_product(cyclic_dataset):
     assert torch.allclose(reg.item_scores(histories), expected, atol=1e-5)
     with pytest.raises(ValueError, match="discrete targets"):
         reg.beam_top_k(histories, 3)
-    with pytest.raises(ValueError, match="model.decode='beam' needs discrete targets"):
+    with pytest.raises(ValueError, match=r"^model.decode='beam' needs discrete targets \(model.targets='mhq'\)$"):
         build_model("asymrec", {**SMALL, "targets": "regression", "decode": "beam"}, ds.n_items,
                     embeddings=vectors, sids=toy_items(ds.n_items)[1])
 
@@ -119,8 +119,15 @@ def test_bad_context_and_effective_rank():
     options = AsymRecOptions(**SMALL)
     with pytest.raises(ValueError, match=r"embeddings: expected ItemEmbeddings or a tensor \[n_items=10, d\], got \(9, 4\)"):
         AsymRec(options, 10, embeddings=torch.zeros(9, 4), sids=toy_items(10)[1])
-    with pytest.raises(ValueError, match="sids: expected SemanticIDs with one row per item"):
+    with pytest.raises(ValueError, match=r"embeddings: expected ItemEmbeddings or a tensor \[n_items=10, d\], got \(10,\)$"):
+        AsymRec(options, 10, embeddings=torch.zeros(10), sids=toy_items(10)[1])
+    with pytest.raises(ValueError, match=r"embeddings: expected .*, got list$"):
+        AsymRec(options, 10, embeddings=[[0.0]] * 10, sids=toy_items(10)[1])
+    with pytest.raises(ValueError, match=r"sids: expected SemanticIDs with one row per item \(10\), got 9$"):
         AsymRec(options, 10, embeddings=torch.zeros(10, 4), sids=toy_items(9)[1])
+    with pytest.raises(ValueError, match=r"sids: expected SemanticIDs with one row per item \(10\), got str$"):
+        AsymRec(options, 10, embeddings=torch.zeros(10, 4), sids="codes")
+    assert AsymRec(options, 10, embeddings=torch.zeros(10, 4), sids=toy_items(10)[1]).embeddings.encoder == "tensor"
     g = torch.Generator().manual_seed(0)
     full = torch.randn(500, 8, generator=g)
     line = torch.randn(500, 1, generator=g) * torch.ones(1, 8)
@@ -320,3 +327,27 @@ def test_decode_beam_recommends_by_the_beam_not_by_exact_scores():
     beam_items, beam_scores = model.beam_top_k(histories, 1)
     assert torch.equal(items, beam_items) and torch.equal(scores, beam_scores)
     assert not torch.equal(items, model.item_scores(histories).topk(1).indices)
+
+
+@pytest.mark.parametrize("head_type", ["linear", "rpg"])
+def test_code_log_probs_by_hand_with_every_head_parameter_set(head_type):
+    """linear: log_softmax(W_p s + b_p); rpg: log_softmax(cos(s + W2_p gelu(W1_p s + b1_p), e_p,k) / T); padded
+    codes -inf. Every parameter is set away from its initial value (zero biases and W2 would hide a sign)."""
+    vectors, sids = toy_items(12)
+    torch.manual_seed(0)
+    model = build_model("asymrec", {**SMALL, "head_type": head_type, "temperature": 0.5}, 12, embeddings=vectors,
+                        sids=sids).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.startswith(("code_", "head_")):
+                param.copy_(torch.randn_like(param) * 0.3)
+    states = torch.randn(3, SMALL["hidden"])
+    log_probs = model.code_log_probs(states)
+    for p in range(len(sids.codebook_sizes)):
+        if head_type == "linear":
+            logits = states @ model.code_heads[p].T + model.code_bias[p]
+        else:
+            query = states + torch.nn.functional.gelu(states @ model.head_w1[p] + model.head_b1[p]) @ model.head_w2[p]
+            table = model.code_embedding.weight[model.code_offsets[p]:model.code_offsets[p] + sids.codebook_sizes[p]]
+            logits = torch.nn.functional.cosine_similarity(query[:, None], table[None], dim=-1) / 0.5
+        torch.testing.assert_close(log_probs[:, p], torch.log_softmax(logits, -1), atol=1e-5, rtol=1e-5)
