@@ -196,6 +196,20 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     # models scope
     ('sidrec.models.dropout.x_keep_multiplier', 'return (lanes >= dropped + 32768).to(x.dtype).mul_(65536 / (65536 - dropped))'):
         'the int16 comparison wraps the Python scalar modulo 65536, and dropped + 32768 = dropped - 32768 (mod 65536)',
+    ('sidrec.models.asymrec.xǁAsymRecǁ__init__', 'self.register_buffer("item_vectors", embeddings.vectors.clone(), persistent=None)'):
+        '`register_buffer` treats a falsy `persistent` as False: the buffer stays out of the state dict',
+    ('sidrec.models.asymrec.xǁAsymRecǁ__init__', 'self.register_buffer("item_codes", sids.codes.clone(), persistent=None)'):
+        '`register_buffer` treats a falsy `persistent` as False: the buffer stays out of the state dict',
+    ('sidrec.models.asymrec.xǁAsymRecǁ__init__', 'self.register_buffer("code_offsets", torch.tensor([0, *sizes[:-1]]).cumsum(0), persistent=None)'):
+        '`register_buffer` treats a falsy `persistent` as False: the buffer stays out of the state dict',
+    ('sidrec.models.asymrec.xǁAsymRecǁloss', 'per_item = 1 - F.cosine_similarity(pred, true, )'):
+        "`pred` and `true` are `[N, d]`: cosine_similarity's default dim 1 is dim -1",
+    ('sidrec.models.asymrec.xǁAsymRecǁloss', 'per_item = 1 - F.cosine_similarity(pred, true, dim=+1)'):
+        "`[N, d]` rows: dim +1 is dim -1",
+    ('sidrec.models.asymrec.xǁAsymRecǁloss', 'per_item = (pred - true).pow(2).mean(+1)'):
+        "`[N, d]` rows: dim +1 is dim -1",
+    ('sidrec.models.asymrec.xǁAsymRecǁloss', 'return (nll * self.code_weights).sum(None).div(self.code_weights.sum()).sum(), valid.sum()'):
+        'summing everything first and then dividing by the weight total is the same total as per-row sums divided',
     ('sidrec.models.asymrec.xǁAsymRecǁcode_log_probs', 'return torch.log_softmax(logits.masked_fill(self.code_mask, float("-INF")), dim=-1)'):
         "`float('-INF')` is `float('-inf')`",
     ('sidrec.models.asymrec.xǁMultiExpertProjectionǁgates', 'return torch.softmax(self.gate(x), dim=+1)'):

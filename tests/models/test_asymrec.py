@@ -351,3 +351,24 @@ def test_code_log_probs_by_hand_with_every_head_parameter_set(head_type):
             table = model.code_embedding.weight[model.code_offsets[p]:model.code_offsets[p] + sids.codebook_sizes[p]]
             logits = torch.nn.functional.cosine_similarity(query[:, None], table[None], dim=-1) / 0.5
         torch.testing.assert_close(log_probs[:, p], torch.log_softmax(logits, -1), atol=1e-5, rtol=1e-5)
+
+
+def test_heads_start_small_and_the_catalogue_stays_out_of_the_weights():
+    """Linear heads start N(0, 0.02²), RPG's first head layer N(0, 1/hidden) with one bias per position and its
+    second at zero (h_p = s: the identity map); the item vectors, codes and offsets are buffers outside the
+    state dict, so the weights load over a grown catalogue (`over_catalogue`)."""
+    g = torch.Generator().manual_seed(0)
+    sizes = [64] * 4
+    codes = torch.stack([torch.randint(64, (200,), generator=g) for _ in sizes], 1).unique(dim=0)
+    vectors = torch.randn(len(codes), 8, generator=g)
+    hidden = 128
+    options = {**SMALL, "hidden": hidden, "heads": 2}
+    torch.manual_seed(0)
+    linear = build_model("asymrec", options, len(codes), embeddings=vectors, sids=SemanticIDs(codes, sizes))
+    rpg = build_model("asymrec", {**options, "head_type": "rpg"}, len(codes), embeddings=vectors,
+                      sids=SemanticIDs(codes, sizes))
+    assert linear.code_heads.std().item() == pytest.approx(0.02, rel=0.05) and not linear.code_bias.any()
+    assert rpg.head_w1.std().item() == pytest.approx(hidden ** -0.5, rel=0.05)
+    assert rpg.head_b1.shape == (4, hidden) and not rpg.head_b1.any() and not rpg.head_w2.any()
+    for model in (linear, rpg):
+        assert not {"item_vectors", "item_codes", "code_offsets"} & set(model.state_dict())

@@ -78,3 +78,18 @@ def test_item_embeddings_enter_the_encoder_scaled_by_sqrt_hidden():
     model.encoder.register_forward_hook(lambda module, args, out: seen.append(args[0]))
     model.hidden_states(histories)
     torch.testing.assert_close(seen[0], model.item_embedding(histories + 1) * 4.0)
+
+
+def test_item_0_is_trained_like_any_item():
+    """Row 0 of the embedding table is padding (`padding_idx`: never trained); item 0 is row 1 and gets a gradient,
+    on the input side too, like every other item."""
+    torch.manual_seed(0)
+    model = build_model("sasrec", {"hidden": 16, "layers": 1, "heads": 2, "ffn": 32, "dropout": 0.0, "max_len": 6}, 9)
+    total, _ = model.loss({"inputs": torch.tensor([[0, 4, 5, -1]]), "targets": torch.tensor([[4, 5, 0, -1]])})
+    total.backward()
+    grad = model.item_embedding.weight.grad
+    assert grad[1].abs().sum() > 0 and grad[5].abs().sum() > 0 and grad[0].abs().sum() == 0
+    model.zero_grad()
+    model.item_embedding(torch.tensor([1, 0])).sum().backward()  # the input side alone (the output side is tied)
+    assert grad is not None and model.item_embedding.weight.grad[1].abs().sum() > 0
+    assert model.item_embedding.weight.grad[0].abs().sum() == 0
