@@ -341,3 +341,88 @@ def test_window_batches_need_one_transition_and_history_once():
     assert batch["labels"].shape == (1, 1, tokens.shape[1] + 1) and batch["attention_mask"].sum() == tokens.shape[1]
     with pytest.raises(ValueError, match=r"window batches need model.sample_mode='history_once' \(an item-causal"):
         tiny(catalogue()).loss(_window_batch(catalogue(), [[3, 1, 4]]))
+
+
+def _attend(attn, queries, keys, bias):
+    """T5 attention by hand: unscaled q·k + bias, softmax, values, output projection (no biases anywhere)."""
+    split = lambda x, w: (x @ w.T).unflatten(-1, (attn.n_heads, attn.d_kv)).transpose(-2, -3)
+    q, k, v = split(queries, attn.q.weight), split(keys, attn.k.weight), split(keys, attn.v.weight)
+    y = torch.softmax(q @ k.transpose(-1, -2) + bias, -1) @ v
+    return y.transpose(-2, -3).flatten(-2) @ attn.o.weight.T
+
+
+def test_encoder_and_decoder_layers_are_t5_blocks_by_hand():
+    """Pre-norm residual blocks without biases: x + Attn(RMSNorm x), then x + W_o relu(W_i RMSNorm x); the decoder
+    adds cross-attention to the encoder memory between the two (what the HF parity test checks against
+    transformers, here at a fraction of its cost)."""
+    model = tiny(catalogue())
+    assert not any(name.endswith(".bias") for name, _ in model.named_parameters() if "rel_bias" not in name)
+    g = torch.Generator().manual_seed(0)
+    d = model.config.d_model
+    x, memory = torch.randn(2, 5, d, generator=g), torch.randn(2, 7, d, generator=g)
+    bias, mem_bias = torch.randn(1, model.config.n_heads, 5, 5, generator=g), torch.zeros(1, 1, 1, 7)
+    ff = lambda layer, h: torch.relu(h @ layer.ff.wi.weight.T) @ layer.ff.wo.weight.T
+    enc = model.encoder[0]
+    h = x + _attend(enc.attn, enc.norm1(x), enc.norm1(x), bias)
+    torch.testing.assert_close(enc(x, bias), h + ff(enc, enc.norm2(h)), atol=1e-5, rtol=1e-5)
+    dec = model.decoder[0]
+    mem_k, mem_v = dec.cross_attn.heads(memory, dec.cross_attn.k), dec.cross_attn.heads(memory, dec.cross_attn.v)
+    h = x + _attend(dec.self_attn, dec.norm1(x), dec.norm1(x), bias)
+    h = h + _attend(dec.cross_attn, dec.norm2(h), memory, mem_bias)
+    out = dec(x[:, None], bias, None, mem_k, mem_v, mem_bias)[:, 0]
+    torch.testing.assert_close(out, h + ff(dec, dec.norm3(h)), atol=1e-5, rtol=1e-5)
+
+
+def test_t5_initialisation_scales():
+    """Unit-variance token embeddings; q ~ (d_model d_kv)^-1/2, k and v ~ d_model^-1/2, o ~ (heads d_kv)^-1/2,
+    W_i ~ d_model^-1/2, W_o ~ d_ff^-1/2, relative-bias tables ~ d_model^-1/2 (T5's, fan-in scaled)."""
+    model = build_model("tiger", {"preset": "paper"}, 40, sids=catalogue())
+    c = model.config
+    expected = {"embed.weight": 1.0, "enc_rel_bias.weight": c.d_model ** -0.5, "dec_rel_bias.weight": c.d_model ** -0.5,
+                "encoder.0.attn.q.weight": (c.d_model * c.d_kv) ** -0.5, "encoder.0.attn.k.weight": c.d_model ** -0.5,
+                "decoder.0.cross_attn.v.weight": c.d_model ** -0.5, "decoder.0.self_attn.o.weight": (c.n_heads * c.d_kv) ** -0.5,
+                "encoder.0.ff.wi.weight": c.d_model ** -0.5, "decoder.0.ff.wo.weight": c.d_ff ** -0.5}
+    params = dict(model.named_parameters())
+    for name, std in expected.items():  # (the bias tables hold 32 x 6 draws: a looser bound)
+        assert params[name].std().item() == pytest.approx(std, rel=0.25 if "rel_bias" in name else 0.1), name
+
+
+def test_decoder_self_attention_uses_t5s_causal_one_directional_buckets():
+    model = tiny(catalogue())
+    c = model.config
+    bias = model._decoder_bias(40, torch.device("cpu"))  # (up to 8 apart both bucketings agree: go further)
+    pos = torch.arange(40)
+    rel = pos[None, :] - pos[:, None]
+    buckets = relative_position_buckets(rel, False, c.rel_buckets, c.rel_max_distance)
+    expected = model.dec_rel_bias(buckets).permute(2, 0, 1)[None]
+    assert torch.equal(bias[..., rel <= 0], expected[..., rel <= 0])
+    assert (bias[..., rel > 0] == torch.finfo(bias.dtype).min).all()
+
+
+@pytest.mark.parametrize("sample_mode", ["all_prefixes", "history_once"])
+def test_incremental_decoding_gives_the_teacher_forced_log_probs(sample_mode):
+    """start/step (KV caches, relative bias row by row) give each token the log-probability the teacher-forced
+    forward pass gives it, for users of different lengths decoded together, with fewer heads than tokens."""
+    sids = catalogue()
+    torch.manual_seed(0)
+    model = build_model("tiger", {"preset": "small", "dropout": 0.0, "sample_mode": sample_mode, "max_history": 2,
+                                  "n_heads": 2}, sids.n_items, sids=sids).eval()  # 2 heads, n_levels + 1 = 4 tokens
+    histories = torch.tensor([[3, 1, 4, 1, 5], [9, 2, -1, -1, -1]])
+    ids, mask = model.encoder_inputs(histories)
+    target = torch.cat([sids.tokens()[[7, 8]], torch.ones(2, 1, dtype=torch.long)], 1)  # + eos
+    decoder_in = torch.cat([torch.zeros(2, 1, dtype=torch.long), target[:, :-1]], 1)
+    forced = torch.log_softmax(model(ids, mask, decoder_in), -1)
+    state = model.start(ids, mask)
+    tokens = torch.zeros(2, 1, dtype=torch.long)
+    for t in range(target.shape[1]):
+        step = model.step(state, tokens)[:, 0]
+        torch.testing.assert_close(step, forced[:, t], atol=1e-4, rtol=1e-4)
+        tokens = target[:, t : t + 1]
+    with pytest.raises(ValueError, match=rf"decoded {target.shape[1]} tokens already; a TIGER target has only 3 \+ eos"):
+        model.step(state, tokens)
+    with pytest.raises(ValueError, match=r"step got 3 tokens per user but the state holds 1 beams"):
+        model.step(model.start(ids, mask), torch.zeros(2, 3, dtype=torch.long))
+    for user in range(2):  # decoded alone, a user gets the same log-probs (its memory mask is its own)
+        alone = model.start(*model.encoder_inputs(histories[user : user + 1]))
+        torch.testing.assert_close(model.step(alone, torch.zeros(1, 1, dtype=torch.long))[0, 0], forced[user, 0],
+                                   atol=1e-4, rtol=1e-4)
