@@ -355,8 +355,10 @@ def test_encoder_and_decoder_layers_are_t5_blocks_by_hand():
     """Pre-norm residual blocks without biases: x + Attn(RMSNorm x), then x + W_o relu(W_i RMSNorm x); the decoder
     adds cross-attention to the encoder memory between the two (what the HF parity test checks against
     transformers, here at a fraction of its cost)."""
-    model = tiny(catalogue())
+    model = tiny(catalogue(), norm_eps=1e-3)
     assert not any(name.endswith(".bias") for name, _ in model.named_parameters() if "rel_bias" not in name)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.RMSNorm)]
+    assert len(norms) == 2 * 2 + 3 * 2 + 2 and all(m.eps == 1e-3 for m in norms)  # T5's eps, configurable
     g = torch.Generator().manual_seed(0)
     d = model.config.d_model
     x, memory = torch.randn(2, 5, d, generator=g), torch.randn(2, 7, d, generator=g)
@@ -426,3 +428,38 @@ def test_incremental_decoding_gives_the_teacher_forced_log_probs(sample_mode):
         alone = model.start(*model.encoder_inputs(histories[user : user + 1]))
         torch.testing.assert_close(model.step(alone, torch.zeros(1, 1, dtype=torch.long))[0, 0], forced[user, 0],
                                    atol=1e-4, rtol=1e-4)
+
+
+def test_sampled_prefixes_cover_exactly_each_users_own_targets():
+    """Over many epochs, user u's sampled target runs over positions 1 .. len-1 of its own sequence and nowhere
+    else (never its first item, never another user's)."""
+    sids = catalogue()
+    seqs = [[3, 1, 4, 1, 5], [9, 2], [7], [6, 5, 3, 0, 8, 11, 12]]
+    make = tiger_batches(seqs, sids.tokens(), batch_size=8, mode="sampled_prefix", max_history=10)
+    tokens = sids.tokens()
+    seen = set()
+    for seed in range(60):
+        for batch in make(0, torch.Generator().manual_seed(seed)):
+            for ids, mask, labels in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
+                history = [int((tokens == row).all(1).nonzero()) for row in ids[mask].view(-1, 3)]
+                seen.add((tuple(history), int((tokens == labels[:3]).all(1).nonzero())))
+    assert seen == {(tuple(s[:j]), s[j]) for s in seqs for j in range(1, len(s))}
+
+
+def test_batch_builders_validate_their_input_by_name():
+    tokens = catalogue().tokens()
+    for bad in ({"batch_size": 0}, {"max_history": 0}):
+        with pytest.raises(ValueError, match=r"^batch_size and max_history must be positive, got"):
+            tiger_batches([[1, 2]], tokens, **bad)
+    assert len(list(tiger_batches([[1, 2, 3]], tokens, batch_size=1, max_history=1)(0, torch.Generator()))) == 2
+    message = r"^sequences: indptr must start at 0, be non-decreasing and end at len\(indices\)$"
+    for indptr in ([1, 2], [0, 3], [0, 2, 1, 2], [[0, 2]]):
+        with pytest.raises(ValueError, match=message):
+            tiger_batches((torch.tensor(indptr), torch.tensor([1, 2])), tokens)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 40\), got \[1, 40\]"):
+        tiger_batches([[1, 40]], tokens)
+    assert len(list(tiger_batches([[0, 39], []], tokens)(0, torch.Generator()))) == 1  # an empty user is allowed
+    in_order = tiger_batches([list(range(30))], tokens, batch_size=64)  # shuffled unless asked not to
+    labels = next(iter(in_order(0, torch.Generator().manual_seed(0))))["labels"]
+    fixed = next(iter(tiger_batches([list(range(30))], tokens, batch_size=64, shuffle=False)(0, torch.Generator())))
+    assert not torch.equal(labels, fixed["labels"]) and torch.equal(fixed["labels"][:, :3], tokens[1:30])
