@@ -210,6 +210,82 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "`[N, d]` rows: dim +1 is dim -1",
     ('sidrec.models.asymrec.xǁAsymRecǁloss', 'return (nll * self.code_weights).sum(None).div(self.code_weights.sum()).sum(), valid.sum()'):
         'summing everything first and then dividing by the weight total is the same total as per-row sums divided',
+    ('sidrec.models.base.x_truncate_histories', 'if histories.shape[1] < max_len:'):
+        'at exactly max_len columns the gather keeps every column as it is: the same rows',
+    ('sidrec.models.base.x_truncate_histories', 'kept = torch.gather(histories, 1, index.clamp(max=histories.shape[1] + 1))'):
+        'the clamp never binds: index <= max(lengths - max_len, 0) + max_len - 1 <= width - 1',
+    ('sidrec.models.base.x_truncate_histories', 'return torch.where(index <= lengths, kept, torch.full_like(kept, -1))'):
+        'at index == lengths (< width) the history already holds its padding -1',
+    ('sidrec.models.base.x_bucketed_batches', 'chunk = chunk[torch.sort(lengths[chunk], stable=None).indices]'):
+        'an unstable sort only reorders rows of equal length, which the generator has already put in random order: the batches are drawn from the same distribution, still determined by the seed (CPU sorts are deterministic)',
+    ('sidrec.models.base.x_bucketed_batches', 'chunk = chunk[torch.sort(lengths[chunk], ).indices]'):
+        'an unstable sort only reorders rows of equal length, which the generator has already put in random order: the batches are drawn from the same distribution, still determined by the seed (CPU sorts are deterministic)',
+    ('sidrec.models.base.x_bucketed_batches', 'chunk = chunk[torch.sort(lengths[chunk], stable=False).indices]'):
+        'an unstable sort only reorders rows of equal length, which the generator has already put in random order: the batches are drawn from the same distribution, still determined by the seed (CPU sorts are deterministic)',
+    ('sidrec.models.base.x_scores_top_k', 'values, items = torch.topk(scores, k, )'):
+        "the scores are 2-D: topk's default dim -1 is dim 1",
+    ('sidrec.models.base.xǁRecommenderǁload', 'model_cls = MODELS[spec.pop("name", )]'):
+        "a model.json without a name then raises KeyError('name') instead of KeyError(None): the same ArtifactError naming the file",
+    ('sidrec.models.causal.xǁCausalEncoderǁ__init__', 'self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=None)'):
+        'nested tensors are only built from a src_key_padding_mask, which is never passed',
+    ('sidrec.models.causal.xǁCausalEncoderǁ__init__', 'self.layers = nn.TransformerEncoder(layer, layers, )'):
+        'nested tensors are only built from a src_key_padding_mask, which is never passed',
+    ('sidrec.models.causal.xǁCausalEncoderǁ__init__', 'self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=True)'):
+        'nested tensors are only built from a src_key_padding_mask, which is never passed',
+    ('sidrec.models.causal.xǁCausalEncoderǁforward', 'return self.output_norm(self.layers(x, mask=causal, is_causal=None))'):
+        '`is_causal` is only a hint: the causal mask is passed explicitly either way',
+    ('sidrec.models.causal.xǁCausalEncoderǁforward', 'return self.output_norm(self.layers(x, mask=causal, ))'):
+        '`is_causal` is only a hint: the causal mask is passed explicitly either way',
+    ('sidrec.models.causal.xǁCausalEncoderǁforward', 'return self.output_norm(self.layers(x, mask=causal, is_causal=False))'):
+        '`is_causal` is only a hint: the causal mask is passed explicitly either way',
+    ('sidrec.models.tiger.xǁ_FeedForwardǁforward', 'return self.wo(dropout(F.relu(self.wi(x), inplace=None), self.p, self.training))'):
+        "in place or not, relu gives the same values (`wi`'s output is a fresh tensor nothing else reads)",
+    ('sidrec.models.tiger.xǁ_FeedForwardǁforward', 'return self.wo(dropout(F.relu(self.wi(x), ), self.p, self.training))'):
+        "in place or not, relu gives the same values (`wi`'s output is a fresh tensor nothing else reads)",
+    ('sidrec.models.tiger.xǁ_FeedForwardǁforward', 'return self.wo(dropout(F.relu(self.wi(x), inplace=False), self.p, self.training))'):
+        "in place or not, relu gives the same values (`wi`'s output is a fresh tensor nothing else reads)",
+    ('sidrec.models.tiger.xǁTigerDecodeStateǁ__init__', 'self.caches = [_BeamKV(self_bias.shape[-2]) for _ in mem_kv]'):
+        'the self-attention bias is square `[1, H, T, T]`',
+    ('sidrec.models.tiger.xǁTIGERǁ_memory', 'n_hist = attention_mask.sum(1, keepdim=True) / self.n_levels'):
+        'a mask holds n_levels tokens per item: the true division is exact and compares as the floor does',
+    ('sidrec.models.tiger.xǁTIGERǁloss', 'loss_sum = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="sum", )'):
+        "cross_entropy's default ignore_index is -100 = IGNORE",
+    ('sidrec.models.tiger.x__as_csr', 'indptr, indices = (torch.as_tensor(a, dtype=None) for a in sequences)'):
+        'integer inputs stay integer (int64 for Python ints; an int32 tensor indexes alike); no items at all is refused as "nothing to predict" before any index is read',
+    ('sidrec.models.tiger.x__as_csr', 'indptr, indices = (torch.as_tensor(a, ) for a in sequences)'):
+        'integer inputs stay integer (int64 for Python ints; an int32 tensor indexes alike); no items at all is refused as "nothing to predict" before any index is read',
+    ('sidrec.models.tiger.x__as_csr', 'lengths = torch.tensor([len(s) for s in sequences], dtype=None)'):
+        'integer inputs stay integer (int64 for Python ints; an int32 tensor indexes alike); no items at all is refused as "nothing to predict" before any index is read',
+    ('sidrec.models.tiger.x__as_csr', 'lengths = torch.tensor([len(s) for s in sequences], )'):
+        'integer inputs stay integer (int64 for Python ints; an int32 tensor indexes alike); no items at all is refused as "nothing to predict" before any index is read',
+    ('sidrec.models.tiger.x__as_csr', 'indices = torch.tensor([i for s in sequences for i in s], dtype=None)'):
+        'integer inputs stay integer (int64 for Python ints; an int32 tensor indexes alike); no items at all is refused as "nothing to predict" before any index is read',
+    ('sidrec.models.tiger.x__as_csr', 'indices = torch.tensor([i for s in sequences for i in s], )'):
+        'integer inputs stay integer (int64 for Python ints; an int32 tensor indexes alike); no items at all is refused as "nothing to predict" before any index is read',
+    ('sidrec.models.tiger.x__as_csr', 'indptr = torch.cat([torch.zeros(2, dtype=torch.long), lengths.cumsum(0)])'):
+        'prepends one empty user, who has no target: every other user keeps its own range',
+    ('sidrec.models.tiger.x_tiger_batches', 'batch_size: int = 257,'):
+        "a keyword default the package's one caller (`TIGER.make_batches`) always passes",
+    ('sidrec.models.tiger.x_tiger_batches', 'max_history: int = 21,'):
+        "a keyword default the package's one caller (`TIGER.make_batches`) always passes",
+    ('sidrec.models.tiger.x_tiger_batches', 'length_buckets: bool = True,'):
+        "a keyword default the package's one caller (`TIGER.make_batches`) always passes",
+    ('sidrec.models.tiger.x_tiger_batches', 'item_tokens = torch.as_tensor(item_tokens, dtype=None)'):
+        '`SemanticIDs.tokens()` is int64 already',
+    ('sidrec.models.tiger.x_tiger_batches', 'item_tokens = torch.as_tensor(item_tokens, )'):
+        '`SemanticIDs.tokens()` is int64 already',
+    ('sidrec.models.tiger.x_tiger_batches', 'eos = torch.full((1, 1), EOS_TOKEN, dtype=None)'):
+        '`torch.full` of an int fill value is int64 already',
+    ('sidrec.models.tiger.x_tiger_batches', 'eos = torch.full((1, 1), EOS_TOKEN, )'):
+        '`torch.full` of an int fill value is int64 already',
+    ('sidrec.models.tiger.x_tiger_batches', 'window = indices[torch.minimum(pos, g[:, None] - 1)].masked_fill(pos >= g[:, None], -2)'):
+        '`history_tokens` reads every negative id as "no item"',
+    ('sidrec.models.tiger.x_tiger_window_batches', 'batch_size: int = 129) -> Callable[[int, torch.Generator], Iterator[dict[str, torch.Tensor]]]:'):
+        "a keyword default the package's one caller (`TIGER.make_batches`) always passes",
+    ('sidrec.models.tiger.x_tiger_window_batches', 'item_tokens = torch.as_tensor(item_tokens, dtype=None)'):
+        '`SemanticIDs.tokens()` is int64 already',
+    ('sidrec.models.tiger.x_tiger_window_batches', 'item_tokens = torch.as_tensor(item_tokens, )'):
+        '`SemanticIDs.tokens()` is int64 already',
     ('sidrec.models.asymrec.xǁAsymRecǁcode_log_probs', 'return torch.log_softmax(logits.masked_fill(self.code_mask, float("-INF")), dim=-1)'):
         "`float('-INF')` is `float('-inf')`",
     ('sidrec.models.asymrec.xǁMultiExpertProjectionǁgates', 'return torch.softmax(self.gate(x), dim=+1)'):

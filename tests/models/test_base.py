@@ -73,3 +73,18 @@ def test_popularity_breaks_ties_by_index_on_a_large_catalogue():
     top = counts[items[0]]
     same = top[1:] == top[:-1]
     assert (items[0][1:][same] > items[0][:-1][same]).all()
+
+
+def test_bucketed_batches_sort_within_pools_of_50_batches():
+    """The rows, shuffled by the generator, are cut into pools of 50 batches, sorted by length inside each pool and
+    split into batches of the budget; the batches come out shuffled."""
+    lengths = torch.randperm(300, generator=torch.Generator().manual_seed(5)) + 1
+    ones = torch.ones(300, dtype=torch.long)
+    batches = bucketed_batches(lengths, 2, torch.Generator().manual_seed(1), sizes=ones)
+    order = torch.randperm(300, generator=torch.Generator().manual_seed(1))
+    expected = set()
+    for pool in order.split(100):
+        ranked = pool[torch.sort(lengths[pool], stable=True).indices]
+        expected |= {tuple(pair.tolist()) for pair in ranked.split(2)}
+    assert {tuple(b.tolist()) for b in batches} == expected
+    assert [tuple(b.tolist()) for b in batches] != sorted(expected, key=lambda pair: lengths[pair[0]].item())

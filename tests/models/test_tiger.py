@@ -462,4 +462,10 @@ def test_batch_builders_validate_their_input_by_name():
     in_order = tiger_batches([list(range(30))], tokens, batch_size=64)  # shuffled unless asked not to
     labels = next(iter(in_order(0, torch.Generator().manual_seed(0))))["labels"]
     fixed = next(iter(tiger_batches([list(range(30))], tokens, batch_size=64, shuffle=False)(0, torch.Generator())))
+    bucketed = tiger_batches([list(range(30)), [1, 2, 3]], tokens, batch_size=4, length_buckets=True)
+    draw = lambda seed: [b["labels"] for b in bucketed(0, torch.Generator().manual_seed(seed))]  # noqa: E731
+    torch.manual_seed(0)
+    first = draw(1)
+    torch.manual_seed(1)  # only the generator passed decides the batches
+    assert all(torch.equal(a, b) for a, b in zip(first, draw(1)))
     assert not torch.equal(labels, fixed["labels"]) and torch.equal(fixed["labels"][:, :3], tokens[1:30])
