@@ -286,6 +286,38 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         '`SemanticIDs.tokens()` is int64 already',
     ('sidrec.models.tiger.x_tiger_window_batches', 'item_tokens = torch.as_tensor(item_tokens, )'):
         '`SemanticIDs.tokens()` is int64 already',
+    ('sidrec.models.asymrec.xǁAsymRecǁ__init__', 'self.register_buffer("code_mask", torch.arange(k_max) >= torch.tensor(sizes)[:, None], persistent=None)'):
+        '`register_buffer` treats a falsy `persistent` as False: the buffer stays out of the state dict',
+    ('sidrec.models.asymrec.xǁAsymRecǁ__init__', 'if dedup else torch.ones(n_codes), persistent=None)'):
+        '`register_buffer` treats a falsy `persistent` as False: the buffer stays out of the state dict',
+    ('sidrec.models.tiger.xǁTIGERǁ__init__', 'self.register_buffer("item_tokens", sids.tokens(), persistent=None)'):
+        '`register_buffer` treats a falsy `persistent` as False: the buffer stays out of the state dict',
+    ('sidrec.models.asymrec.xǁAsymRecǁ__init__', 'if o.inputs != "XXsidXX":'):
+        'with SID inputs the heads then build a second `code_embedding` that replaces the first before any use: inputs and heads still read one shared (tied) table, only its random start differs',
+    ('sidrec.models.asymrec.xǁAsymRecǁ__init__', 'if o.inputs != "SID":'):
+        'with SID inputs the heads then build a second `code_embedding` that replaces the first before any use: inputs and heads still read one shared (tied) table, only its random start differs',
+    ('sidrec.models.asymrec.xǁAsymRecǁ__init__', 'dedup = int(sids.info.get("dedup_level_size", 0)) > 1 and o.dedup_code == "ignore"'):
+        '`dedup` records 0 unless some group holds 2 or more items, so a dedup level size of 1 never occurs',
+    ('sidrec.models.base.x_model_options', 'raise ValueError("; ".join(f"{section}.{\'XX.XX\'.join(map(str, e[\'loc\']))}: {e[\'msg\']}" for e in exc.errors())) from exc'):
+        'model options are flat: every error location has one element, so the separator is never written',
+    ('sidrec.models.dropout.x_attention', 'scores = q @ k.transpose(-1, +2)'):
+        'q and k are 4-D `[B, H, T, d]` at every call site: dim +2 is dim -2',
+    ('sidrec.models.dropout.x_attention', 'if scale == 1.0:'):
+        'every caller passes scale 1.0 (T5 attention is unscaled): multiplying or dividing by it, or skipping it, is the same',
+    ('sidrec.models.dropout.x_attention', 'if scale != 2.0:'):
+        'every caller passes scale 1.0 (T5 attention is unscaled): multiplying or dividing by it, or skipping it, is the same',
+    ('sidrec.models.dropout.x_attention', 'scores = scores / scale'):
+        'every caller passes scale 1.0 (T5 attention is unscaled): multiplying or dividing by it, or skipping it, is the same',
+    ('sidrec.models.dropout.x_attention', 'if not training and p == 0.0:'):
+        'the materialised path computes the same softmax(q k + bias) v as SDPA (dropout is the identity out of training or at p = 0; p = 1 is refused by `dropout`)',
+    ('sidrec.models.dropout.x_attention', 'if not training or p == 1.0:'):
+        'the materialised path computes the same softmax(q k + bias) v as SDPA (dropout is the identity out of training or at p = 0; p = 1 is refused by `dropout`)',
+    ('sidrec.models.dropout.x_dropout', 'if not 0.0 < p < 1.0:'):
+        'p = 0 returns before this check',
+    ('sidrec.models.tiger.xǁTIGERǁstart', 'return TigerDecodeState(mem_kv, mem_mask, self._decoder_bias(self.n_levels + 2, input_ids.device))'):
+        'one row and column more of the causal bias: step reads rows 0 .. n_levels only, and the KV caches have room to spare',
+    ('sidrec.models.tiger.xǁTIGERǁ_memory', 'item = torch.arange(attention_mask.shape[1], device=attention_mask.device) / self.n_levels'):
+        'compared against whole item counts: i / L >= n holds exactly when i // L >= n for integers i, n',
     ('sidrec.models.asymrec.xǁAsymRecǁcode_log_probs', 'return torch.log_softmax(logits.masked_fill(self.code_mask, float("-INF")), dim=-1)'):
         "`float('-INF')` is `float('-inf')`",
     ('sidrec.models.asymrec.xǁMultiExpertProjectionǁgates', 'return torch.softmax(self.gate(x), dim=+1)'):

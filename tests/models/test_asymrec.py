@@ -371,4 +371,13 @@ def test_heads_start_small_and_the_catalogue_stays_out_of_the_weights():
     assert rpg.head_w1.std().item() == pytest.approx(hidden ** -0.5, rel=0.05)
     assert rpg.head_b1.shape == (4, hidden) and not rpg.head_b1.any() and not rpg.head_w2.any()
     for model in (linear, rpg):
-        assert not {"item_vectors", "item_codes", "code_offsets"} & set(model.state_dict())
+        assert not {"item_vectors", "item_codes", "code_offsets", "code_mask", "code_weights"} & set(model.state_dict())
+
+
+def test_without_a_dedup_level_ignoring_it_leaves_every_code_weighted():
+    """dedup_code=ignore drops only a real dedup level: codes without one (no `dedup_level_size`, or 0) keep all."""
+    vectors, sids = toy_items(12)
+    for info in ({}, {"dedup_level_size": 0}):
+        model = build_model("asymrec", {**SMALL, "dedup_code": "ignore"}, 12, embeddings=vectors,
+                            sids=SemanticIDs(sids.codes, sids.codebook_sizes, "none", info))
+        assert model.code_weights.tolist() == [1.0] * sids.codes.shape[1]

@@ -8,7 +8,7 @@ import torch
 
 from sidrec.io import ArtifactError
 from sidrec.models import Recommender, build_model
-from sidrec.models.base import bucketed_batches, truncate_histories
+from sidrec.models.base import bucketed_batches, model_options, truncate_histories
 from sidrec.models.causal import CausalEncoder
 
 
@@ -88,3 +88,14 @@ def test_bucketed_batches_sort_within_pools_of_50_batches():
         expected |= {tuple(pair.tolist()) for pair in ranked.split(2)}
     assert {tuple(b.tolist()) for b in batches} == expected
     assert [tuple(b.tolist()) for b in batches] != sorted(expected, key=lambda pair: lengths[pair[0]].item())
+
+
+def test_build_model_names_every_missing_stage_and_every_bad_option():
+    with pytest.raises(ValueError, match=r"^model 'asymrec' needs an `embed` section and a `tokenize` section in its config$"):
+        build_model("asymrec", {}, 4)
+    with pytest.raises(ValueError, match=r"^model 'tiger' needs a `tokenize` section in its config$"):
+        build_model("tiger", {}, 4)
+    with pytest.raises(ValueError, match=r"^model\.hidden: .*; model\.ffn: "):
+        build_model("sasrec", {"hidden": "x", "ffn": "y"}, 4)
+    with pytest.raises(ValueError, match=r"^collaborative\.model\.a: Extra inputs are not permitted$"):
+        model_options("sasrec", {"a": 1}, section="collaborative.model")

@@ -93,3 +93,23 @@ def test_item_0_is_trained_like_any_item():
     model.item_embedding(torch.tensor([1, 0])).sum().backward()  # the input side alone (the output side is tied)
     assert grad is not None and model.item_embedding.weight.grad[1].abs().sum() > 0
     assert model.item_embedding.weight.grad[0].abs().sum() == 0
+
+
+def test_make_batches_train_every_transition_once_seeded_by_the_generator(cyclic_dataset):
+    """Whole-sequence windows: each training transition (item 0 included) is one target; the batches, trimmed to
+    their longest row, depend on the generator passed only."""
+    from collections import Counter
+
+    ds = cyclic_dataset
+    model = build_model("sasrec", {"hidden": 16, "layers": 1, "heads": 2, "ffn": 32, "max_len": 4}, ds.n_items)
+    items, offsets = ds.train_sequences()
+    expected = Counter(t for a, b in zip(offsets[:-1], offsets[1:]) for t in items[a + 1:b].tolist())
+    make = model.make_batches(ds, 8)
+    torch.manual_seed(0)
+    first = list(make(0, torch.Generator().manual_seed(3)))
+    torch.manual_seed(1)
+    again = list(make(0, torch.Generator().manual_seed(3)))
+    assert all(torch.equal(a["inputs"], b["inputs"]) for a, b in zip(first, again)) and len(first) == len(again)
+    found = Counter(t for b in first for t in b["targets"][b["targets"] >= 0].tolist())
+    assert found == expected and expected[0] > 0
+    assert all((b["inputs"][:, -1] >= 0).any() for b in first)  # trimmed: the last column holds some item

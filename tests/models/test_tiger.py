@@ -469,3 +469,50 @@ def test_batch_builders_validate_their_input_by_name():
     torch.manual_seed(1)  # only the generator passed decides the batches
     assert all(torch.equal(a, b) for a, b in zip(first, draw(1)))
     assert not torch.equal(labels, fixed["labels"]) and torch.equal(fixed["labels"][:, :3], tokens[1:30])
+
+
+def test_relative_buckets_equal_transformers_t5_everywhere():
+    """Both directions, every distance up to past max_distance, against T5's reference bucketing."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    rel = torch.arange(-300, 301)
+    for bidirectional in (True, False):
+        expected = T5Attention._relative_position_bucket(rel, bidirectional=bidirectional, num_buckets=32, max_distance=128)
+        assert torch.equal(relative_position_buckets(rel, bidirectional, 32, 128), expected)
+
+
+def test_the_encoder_bias_is_t5s_bidirectional_relative_bias():
+    """The encoder adds bias[bucket(key - query)] (bidirectional buckets) to every head's scores."""
+    model = tiny(catalogue())
+    seen = []
+    model.encoder[0].register_forward_hook(lambda module, args, out: seen.append(args[1]))
+    ids, mask = model.encoder_inputs(torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]]))
+    model.encode(ids, mask)
+    pos = torch.arange(ids.shape[1])
+    buckets = relative_position_buckets(pos[None, :] - pos[:, None], True, model.config.rel_buckets,
+                                        model.config.rel_max_distance)
+    torch.testing.assert_close(seen[0][0], model.enc_rel_bias(buckets).permute(2, 0, 1))
+
+
+def test_validation_messages_name_the_value():
+    sids = catalogue()
+    cases = [(lambda: tiger_batches([[1], [2]], sids.tokens()),
+              r"^sequences: no user has two or more items, so there is nothing to predict$"),
+             (lambda: tiger_window_batches(torch.full((1, 2), -1), torch.full((1, 2), -1), sids.tokens()),
+              r"^training windows: no user has two or more items, so there is nothing to predict$"),
+             (lambda: tiny(sids).loss(_window_batch(sids, [[3, 1, 4]])),
+              r"^window batches need model.sample_mode='history_once' \(an item-causal encoder\)$"),
+             (lambda: TigerConfig.preset("paper", dropout=1.0), r"^TigerConfig.dropout must be in \[0, 1\), got 1.0$"),
+             (lambda: TigerConfig.preset("paper", d_model=0), r"^TigerConfig.d_model must be positive, got 0$"),
+             (lambda: tiny(sids).recommend(torch.tensor([1, 2]), 3), r"^histories must be a \[batch, length\] LongTensor, got shape \(2,\)$"),
+             (lambda: tiny(sids).recommend(torch.tensor([[1, 2], [-1, -1]]), 3), r"^histories row 1 is empty; TIGER needs at least one item$"),
+             (lambda: build_model("tiger", {}, 39, sids=sids), r"^semantic IDs cover 40 items but the dataset has 39$")]
+    for make, message in cases:
+        with pytest.raises(ValueError, match=message):
+            make()
+    assert TigerConfig.preset("paper", dropout=0.0).dropout == 0.0 and TigerConfig.preset().d_model == 128
+    assert tiny(sids).recommend(torch.tensor([[0, -1]]), 3)[0].shape == (1, 3)  # item 0 is an item
+
+
+def test_the_catalogue_tokens_stay_out_of_the_weights():
+    assert "item_tokens" not in tiny(catalogue()).state_dict()
