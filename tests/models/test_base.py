@@ -99,3 +99,13 @@ def test_build_model_names_every_missing_stage_and_every_bad_option():
         build_model("sasrec", {"hidden": "x", "ffn": "y"}, 4)
     with pytest.raises(ValueError, match=r"^collaborative\.model\.a: Extra inputs are not permitted$"):
         model_options("sasrec", {"a": 1}, section="collaborative.model")
+
+
+def test_the_causal_encoder_adds_its_position_embeddings():
+    torch.manual_seed(0)
+    encoder = CausalEncoder(16, 1, 2, 32, 0.0, 10).eval()
+    seen = []
+    encoder.input_norm.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    x = torch.randn(2, 5, 16)
+    encoder(x)
+    torch.testing.assert_close(seen[0], x + encoder.position_embedding.weight[:5])

@@ -338,6 +338,13 @@ def test_window_batches_need_one_transition_and_history_once():
     one = tiger_window_batches(torch.tensor([[0, -1], [-1, -1]]), torch.tensor([[4, -1], [-1, -1]]), tokens,
                                batch_size=2)  # a row without a transition is no sample
     (batch,) = list(one(0, torch.Generator()))
+    windows = torch.randint(0, 40, (30, 6), generator=torch.Generator().manual_seed(0))
+    many = tiger_window_batches(windows[:, :-1], windows[:, 1:], tokens, batch_size=4)
+    draw = lambda: [b["labels"] for b in many(0, torch.Generator().manual_seed(2))]  # noqa: E731
+    torch.manual_seed(0)
+    first = draw()
+    torch.manual_seed(1)  # only the generator passed decides the batches
+    assert all(torch.equal(a, b) for a, b in zip(first, draw()))
     assert batch["labels"].shape == (1, 1, tokens.shape[1] + 1) and batch["attention_mask"].sum() == tokens.shape[1]
     with pytest.raises(ValueError, match=r"window batches need model.sample_mode='history_once' \(an item-causal"):
         tiny(catalogue()).loss(_window_batch(catalogue(), [[3, 1, 4]]))
@@ -477,8 +484,10 @@ def test_relative_buckets_equal_transformers_t5_everywhere():
 
     rel = torch.arange(-300, 301)
     for bidirectional in (True, False):
-        expected = T5Attention._relative_position_bucket(rel, bidirectional=bidirectional, num_buckets=32, max_distance=128)
-        assert torch.equal(relative_position_buckets(rel, bidirectional, 32, 128), expected)
+        for n_buckets, max_distance in ((32, 128), (4, 16), (8, 20)):
+            expected = T5Attention._relative_position_bucket(rel, bidirectional=bidirectional, num_buckets=n_buckets,
+                                                             max_distance=max_distance)
+            assert torch.equal(relative_position_buckets(rel, bidirectional, n_buckets, max_distance), expected)
 
 
 def test_the_encoder_bias_is_t5s_bidirectional_relative_bias():
@@ -516,3 +525,19 @@ def test_validation_messages_name_the_value():
 
 def test_the_catalogue_tokens_stay_out_of_the_weights():
     assert "item_tokens" not in tiny(catalogue()).state_dict()
+
+
+def test_the_item_causal_encoder_reads_whole_items_and_the_last_history_window_minus_one():
+    """history_once: a token sees every token of its own item and of earlier items, none of later items; at
+    inference the encoder reads the last history_window - 1 items."""
+    sids = catalogue()
+    model = tiny(sids, sample_mode="history_once", history_window=4)
+    ids, mask = model.encoder_inputs(torch.tensor([list(range(10))]))
+    assert torch.equal(ids[0], sids.tokens()[7:10].flatten())
+    base = model.encode(ids, mask)
+    for position, changes in ((2, True), (3, False)):  # token 2: same item as token 0; token 3: the next item
+        edited = ids.clone()
+        level = sids.tokens()[:, position % 3]
+        edited[0, position] = level[level != ids[0, position]][0]
+        moved = (model.encode(edited, mask)[0, 0] - base[0, 0]).abs().max() > 1e-6
+        assert moved == changes
