@@ -43,7 +43,7 @@ from sidrec.tokenizers.api import SIDS_FILE, tokenize
 from sidrec.tokenizers.collisions import RESOLUTIONS
 from sidrec.training import Trainer
 from sidrec.training.tensorboard_log import summary_writer_class
-from sidrec.training.distributed import rank_and_world
+from sidrec.training.distributed import leave_process_group, rank_and_world
 
 log = logging.getLogger(__name__)
 # Bump a stage's revision when a change to its code changes what it produces: its cached artifacts go stale.
@@ -282,16 +282,19 @@ def validate(config: RunConfig) -> None:
 
 @contextlib.contextmanager
 def writing(config: RunConfig, run_dir: Path, resume: bool = False) -> Iterator[None]:
-    """Validate, then hold RUN_DIR's writer lock while the run writes it; a resume must keep the config."""
+    """Validate, then hold RUN_DIR's writer lock while the run writes it (a resume must keep the
+    config); when it is written, every rank leaves the process group together."""
     validate(config)
     if rank_and_world()[0] != 0:
         yield
+        leave_process_group()
         return
     with rundir.exclusive(run_dir):
         if resume:
             rundir.check_resume(run_dir, config.model_dump(mode="json"))
         save_config(config, RunLayout(run_dir).config)
         yield
+    leave_process_group()
 
 
 def run(config: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:

@@ -12,7 +12,7 @@ from sidrec.data import build_dataset  # noqa: E402
 from sidrec.io import save_tensors  # noqa: E402
 from sidrec.models import build_model  # noqa: E402
 from sidrec.training import Trainer  # noqa: E402
-from sidrec.training.distributed import rank_and_world  # noqa: E402
+from sidrec.training.distributed import leave_process_group, rank_and_world  # noqa: E402
 
 
 def train_once(out: str) -> None:
@@ -24,6 +24,7 @@ def train_once(out: str) -> None:
     Trainer(model, TrainConfig(epochs=2, batch_size=8, lr=1e-2, progress=False)).fit(model.make_batches(ds, 8))
     if rank_and_world()[0] == 0:
         save_tensors(out, model.state_dict())
+    leave_process_group()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -14,9 +15,25 @@ def rank_and_world() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch_dist.is_initialized():
         torch_dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(_destroy_process_group)
     if torch_dist.is_initialized():
         return torch_dist.get_rank(), torch_dist.get_world_size()
     return 0, 1
+
+
+def leave_process_group() -> None:
+    """End of a run: wait for every rank, then tear gloo down while the interpreter is whole.
+    A rank that exits while its peer still works, or that leaves gloo to static destructors,
+    sometimes aborts ("terminate called without an active exception")."""
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+        _destroy_process_group()
+
+
+def _destroy_process_group() -> None:
+    """At exit after an error: no barrier (the peers may never reach it), only the teardown."""
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
