@@ -331,6 +331,26 @@ def test_make_batches_trains_every_training_transition_and_no_held_out_target(cy
         assert max(widths) == 4
 
 
+def test_sampled_prefix_model_batches_train_one_transition_per_user_per_epoch(cyclic_dataset):
+    """`model.sample_mode=sampled_prefix` reaches the batches: one target per user with two or more
+    training items each epoch (all_prefixes would give every transition), each a training next item."""
+    ds = cyclic_dataset
+    sids = catalogue(n=ds.n_items)
+    items, offsets = ds.train_sequences()
+    sequences = [items[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
+    transitions = {(tuple(s[max(0, j - 3):j]), s[j]) for s in sequences for j in range(1, len(s))}
+    model = tiny(sids, sample_mode="sampled_prefix", max_history=3)
+    tokens, width = sids.tokens(), sids.tokens().shape[1]
+    seen = []
+    for batch in model.make_batches(ds, 7)(0, torch.Generator().manual_seed(0)):
+        history = batch["input_ids"].reshape(len(batch["input_ids"]), -1, width)
+        for ids, keep, label in zip(history, batch["attention_mask"].reshape(len(history), -1, width), batch["labels"]):
+            items_in = tuple(int((tokens == row).all(1).nonzero()) for row, k in zip(ids, keep) if k.all())
+            seen.append((items_in, int((tokens == label[:-1]).all(1).nonzero())))
+    assert len(seen) == sum(len(s) >= 2 for s in sequences) < sum(len(s) - 1 for s in sequences)
+    assert set(seen) <= transitions
+
+
 def test_window_batches_need_one_transition_and_history_once():
     tokens = catalogue().tokens()
     with pytest.raises(ValueError, match="no user has two or more items, so there is nothing to predict"):
