@@ -287,13 +287,12 @@ def writing(config: RunConfig, run_dir: Path, resume: bool = False) -> Iterator[
     validate(config)
     if rank_and_world()[0] != 0:
         yield
-        leave_process_group()
-        return
-    with rundir.exclusive(run_dir):
-        if resume:
-            rundir.check_resume(run_dir, config.model_dump(mode="json"))
-        save_config(config, RunLayout(run_dir).config)
-        yield
+    else:
+        with rundir.exclusive(run_dir):
+            if resume:
+                rundir.check_resume(run_dir, config.model_dump(mode="json"))
+            save_config(config, RunLayout(run_dir).config)
+            yield
     leave_process_group()
 
 

@@ -340,7 +340,8 @@ def test_sampled_prefix_model_batches_train_one_transition_per_user_per_epoch(cy
     sequences = [items[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
     transitions = {(tuple(s[max(0, j - 3):j]), s[j]) for s in sequences for j in range(1, len(s))}
     model = tiny(sids, sample_mode="sampled_prefix", max_history=3)
-    tokens, width = sids.tokens(), sids.tokens().shape[1]
+    tokens = sids.tokens()
+    width = tokens.shape[1]
     seen = []
     for batch in model.make_batches(ds, 7)(0, torch.Generator().manual_seed(0)):
         history = batch["input_ids"].reshape(len(batch["input_ids"]), -1, width)

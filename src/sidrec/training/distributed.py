@@ -27,7 +27,7 @@ def leave_process_group() -> None:
     sometimes aborts ("terminate called without an active exception")."""
     if torch_dist.is_initialized():
         torch_dist.barrier()
-        _destroy_process_group()
+    _destroy_process_group()
 
 
 def _destroy_process_group() -> None:
