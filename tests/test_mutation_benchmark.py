@@ -1,23 +1,19 @@
 """benchmarks/mutation.py: every mutant still targets live code, and the table is written from the rows."""
 
-import importlib.util
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from benchmark_module import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def mutation():
-    spec = importlib.util.spec_from_file_location("mutation", ROOT / "benchmarks" / "mutation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield load_benchmark("mutation")
+    del sys.modules["mutation"]
 
 
 def test_every_mutant_changes_exactly_one_place_of_existing_code(mutation):

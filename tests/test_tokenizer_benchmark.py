@@ -1,17 +1,8 @@
 """benchmarks/tokenizer_quality.py: the transform-ablation summary is computed from nu_ablation.json."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("tokenizer_quality", ROOT / "benchmarks" / "tokenizer_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_module import load_benchmark
 
 
 def _side(collisions: float, perplexity: list[float], **extra) -> dict:
@@ -19,7 +10,7 @@ def _side(collisions: float, perplexity: list[float], **extra) -> dict:
 
 
 def test_ablation_summary_averages_levels_and_reads_the_fitted_parameters(tmp_path, monkeypatch):
-    module = _module()
+    module = load_benchmark("tokenizer_quality")
     path = tmp_path / "nu_ablation.json"
     row = {"data": "toy", "pair": "RQ-VAE vs NU-RQ-VAE", "meta": {"commit": "abc1234"},
            "plain": _side(0.0426, [100.0, 200.0]), "nu": _side(0.0380, [190.0, 230.0], a=[1.0, 2.1, 3.0], b=[2.0, 2.6, 4.0])}
