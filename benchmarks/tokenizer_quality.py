@@ -213,7 +213,12 @@ def target_checks(results: dict) -> list[str]:
                 f"{'met' if util_ok else 'MISSED'}; lower pre-resolution collision rate "
                 f"({nu['collision_rate']:.4f} vs {base['collision_rate']:.4f}): {'met' if coll_ok else 'MISSED'}"
             )
-        abl, nu = m[WITHOUT_H], m["NU-RQ-VAE, Kumaraswamy"]
+        raw, std = m["ablation: RQ-VAE + Sinkhorn last level + collision selection"], m[WITHOUT_H]
+        out.append(
+            f"{dataset}: (observed, no target) standardising the input embeddings (NU-RQ-VAE's default) vs raw "
+            f"inputs, no transform either way: collision rate {std['collision_rate']:.4f} vs {raw['collision_rate']:.4f}"
+        )
+        abl, nu = std, m["NU-RQ-VAE, Kumaraswamy"]
         out.append(
             f"{dataset}: (observed, no target) NU-RQ-VAE Kumaraswamy vs the same training without the transform "
             f"(NU-RQ-VAE without h): collision rate {nu['collision_rate']:.4f} vs {abl['collision_rate']:.4f} - the transform "
