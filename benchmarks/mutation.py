@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -27,10 +26,9 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import date
 from pathlib import Path
 
-from provenance import commit, cpu_model
+from provenance import run_facts
 
 from sidrec.io import atomic_path, read_json, write_json
 
@@ -103,11 +101,6 @@ MUTANTS = [
 ]
 
 
-def machine() -> dict:
-    return {"cpu": cpu_model(), "commit": commit("src", "tests"), "date": date.today().isoformat(),
-            "python": platform.python_version()}
-
-
 def scratch_copy(scratch: Path) -> None:
     """This checkout's src/, tests/ and pyproject.toml in `scratch`, checked to be the sidrec imported from there."""
     for part in ("src", "tests"):
@@ -147,7 +140,7 @@ def main() -> None:
     unknown = set(args.only or []) - {m.name for m in MUTANTS}
     if unknown:
         parser.error(f"unknown mutants {sorted(unknown)}; known: {', '.join(m.name for m in MUTANTS)}")
-    meta = machine()
+    meta = run_facts("src", "tests")
     rows = []
     with tempfile.TemporaryDirectory(prefix="sidrec-mutation-") as tmp:
         scratch = Path(tmp)

@@ -17,7 +17,6 @@ rows of datasets not run this time, so the table can grow one dataset at a time.
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import time
 from pathlib import Path
@@ -127,9 +126,9 @@ def main() -> None:
     args = parser.parse_args()
     flush_subnormals()
     torch.set_num_threads(args.threads)
-    from reproduce import machine  # same run facts as the converged table
+    from provenance import run_facts
 
-    meta = {**machine(), "date": datetime.date.today().isoformat(), "seed": args.seed}
+    meta = {**run_facts(), "seed": args.seed}
     results = []
     if args.append and OUT.with_suffix(".json").exists():
         results = [r for r in read_json(OUT.with_suffix(".json"))["results"] if r["data"] not in args.data and "meta" in r]

@@ -3,9 +3,12 @@ they go (a marked block of the README)."""
 
 from __future__ import annotations
 
+import datetime
 import platform
 import subprocess
 from pathlib import Path
+
+import torch
 
 from sidrec.io import atomic_path
 
@@ -25,6 +28,13 @@ def commit(*paths: str, root: Path = ROOT) -> str:
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=root,
                             capture_output=True, text=True).stdout.strip()
     return head + ("+dirty" if status else "")
+
+
+def run_facts(*paths: str) -> dict:
+    """What every benchmark table states about its run: date, CPU model, commit (dirty-checked under `paths`), torch,
+    Python and torch's thread count."""
+    return {"date": datetime.date.today().isoformat(), "cpu": cpu_model(), "commit": commit(*paths),
+            "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()}
 
 
 def replace_marked(path: Path, marker: str, text: str) -> bool:

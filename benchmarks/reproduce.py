@@ -34,7 +34,7 @@ from sidrec.reporting.inspect import tokenizer_views
 from sidrec.rundir import RunLayout
 from sidrec.semantic_ids import SemanticIDs
 from sidrec.tokenizers.metrics import prefix_agreement
-from provenance import commit, cpu_model, replace_marked
+from provenance import replace_marked, run_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
@@ -87,10 +87,6 @@ DATA_NOTES = {"amazon-beauty": "item text: full product title + category path (`
               "amazon-sports": "item text: short title fragment only",
               "amazon-scientific": "item text: title, description, brand, categories",
               "ml-1m": "item text: title + genres"}
-
-
-def machine() -> dict:
-    return {"cpu": cpu_model(), "commit": commit(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def make_row(data: str, model: str, seed: int, metrics: dict, run_dir: Path, info: dict) -> dict:
@@ -291,7 +287,7 @@ def main() -> None:
         rows = [refresh(r) for r in rows]
         write_json(json_path, rows)
     if not args.render_only:
-        info = machine()
+        info = run_facts()
         for data in args.data:
             for model in args.models:
                 for seed in args.seeds:

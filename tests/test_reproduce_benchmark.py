@@ -76,3 +76,25 @@ def test_marked_blocks_are_replaced_and_the_rest_kept(tmp_path):
     assert replace_marked(readme, "t", "new")
     assert readme.read_text() == "intro\n<!-- t -->\nnew\n<!-- /t -->\noutro\n"
     assert not replace_marked(readme, "other", "x") and "new" in readme.read_text()
+
+
+def test_commit_is_dirty_only_for_edits_under_the_paths_it_is_scoped_to(tmp_path):
+    import subprocess
+
+    from provenance import commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    for name in ("src", "results"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f.txt").write_text("v1")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    (tmp_path / "results" / "f.txt").write_text("v2")
+    assert commit("src", root=tmp_path).endswith("+dirty") is False
+    assert commit(root=tmp_path).endswith("+dirty")
+    (tmp_path / "src" / "f.txt").write_text("v2")
+    assert commit("src", root=tmp_path).endswith("+dirty")
