@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
 MODELS = ["popularity", "sasrec", "tiger", "tiger_history_once", "tiger_grid", "tiger_grid_fast", "tiger_nurqvae",
           "tiger_grid_nurqvae", "tiger_grid_fast_rqvae", "tiger_grid_fast_nurqvae",
+          "tiger_grid_fast_nurqvae_raw",
           "card", "card_history_once", "card_grid_fast", "rpg", "rpg_heads", "asymrec", "asymrec_rpg_heads",
           "asymrec_rpg_size", "asymrec_sid_inputs", "asymrec_regression", "asymrec_plain_mhq", "card_asymrec"]
 # Named variants of a preset: (preset, overrides), stated in the run's config.yaml like any --set.
@@ -50,6 +51,9 @@ NU_RQ_VAE = ["tokenize.name=nurqvae", "tokenize.resolution=sinkhorn", "tokenize.
 # last level in training and for collisions, epoch chosen by collision rate): CARD's quantizer claim is this pair.
 RQ_VAE_CONTROL = ["tokenize.name=rqvae", "tokenize.resolution=sinkhorn", "tokenize.n_levels=4", "tokenize.standardize_input=true",
                   "tokenize.sinkhorn_last=true", "tokenize.select=collisions"]
+# NU-RQ-VAE on the raw text embeddings: its input standardisation (on by default, for CARD's near-identical unit
+# embeddings) raised 3 x 256 collisions on text from .0067 to .0350 in tokenizers.md; this asks whether it costs TIGER.
+RAW_INPUTS = ["tokenize.standardize_input=false"]
 # The GRID recipe inside the 60-minute budget: twice its lr, annealed to 0 by a cosine over 16 epochs (the same
 # mean lr as its constant 5e-4), validated every 2nd epoch.
 FAST = ["train.lr=0.001", "train.schedule=cosine", "train.warmup_steps=100", "train.epochs=16", "train.eval_every=2"]
@@ -69,6 +73,7 @@ VARIANTS = {"tiger_history_once": ("tiger", HISTORY_ONCE), "card_history_once": 
             "tiger_grid_nurqvae": ("tiger_grid", NU_RQ_VAE), "tiger_grid_fast": ("tiger_grid", FAST),
             "tiger_grid_fast_nurqvae": ("tiger_grid", FAST + NU_RQ_VAE),
             "tiger_grid_fast_rqvae": ("tiger_grid", FAST + RQ_VAE_CONTROL),
+            "tiger_grid_fast_nurqvae_raw": ("tiger_grid", FAST + NU_RQ_VAE + RAW_INPUTS),
             "card_grid_fast": ("card", GRID_FAST_TRAINING),
             "asymrec_sid_inputs": ("asymrec", SID_INPUTS), "asymrec_regression": ("asymrec", REGRESSION),
             "asymrec_plain_mhq": ("asymrec", PLAIN_MHQ), "rpg_heads": ("rpg", RPG_HEADS),
