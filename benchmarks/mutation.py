@@ -32,6 +32,8 @@ from provenance import run_facts
 
 from sidrec.io import atomic_path, read_json, write_json
 
+CODE = ("src", "tests")  # what a mutation score depends on: a dirty result elsewhere does not mark it
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mutation"
 
@@ -140,7 +142,7 @@ def main() -> None:
     unknown = set(args.only or []) - {m.name for m in MUTANTS}
     if unknown:
         parser.error(f"unknown mutants {sorted(unknown)}; known: {', '.join(m.name for m in MUTANTS)}")
-    meta = run_facts("src", "tests")
+    meta = run_facts(*CODE)
     rows = []
     with tempfile.TemporaryDirectory(prefix="sidrec-mutation-") as tmp:
         scratch = Path(tmp)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidrec.io import atomic_path, read_json, write_json
-from mutation import scratch_copy
+from mutation import CODE, scratch_copy
 from provenance import run_facts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -516,11 +516,11 @@ def main() -> None:
         saved = read_json(out.with_suffix(".json"))
         result, meta = saved["result"], saved["meta"]
     elif args.recheck:
-        saved = recheck(read_json(out.with_suffix(".json")), scope, args.max_children, run_facts("src", "tests"))
+        saved = recheck(read_json(out.with_suffix(".json")), scope, args.max_children, run_facts(*CODE))
         write_json(out.with_suffix(".json"), saved)
         result, meta = saved["result"], saved["meta"]
     else:
-        meta, result = run_facts("src", "tests"), run(scope, args.max_children)
+        meta, result = run_facts(*CODE), run(scope, args.max_children)
         write_json(out.with_suffix(".json"), {"meta": meta, "result": result})
     text = render(result, meta, scope)
     with atomic_path(out.with_suffix(".md")) as tmp:

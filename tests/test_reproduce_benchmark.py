@@ -1,5 +1,7 @@
 """benchmarks/reproduce.py: rows, curves and tables are computed from runs, never typed in."""
 
+import subprocess
+
 import pytest
 from benchmark_module import load_benchmark
 
@@ -79,8 +81,6 @@ def test_marked_blocks_are_replaced_and_the_rest_kept(tmp_path):
 
 
 def test_commit_is_dirty_only_for_edits_under_the_paths_it_is_scoped_to(tmp_path):
-    import subprocess
-
     from provenance import commit
 
     def git(*args):
